@@ -1,0 +1,1 @@
+"""galscale.spectra"""
