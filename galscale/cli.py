@@ -73,6 +73,63 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
         return 0
 
     r.set_defaults(func=run)
+    _add_evaluate_morphology(models)
+    _add_evaluate_spectral(models)
+
+
+def _add_evaluate_spectral(models: argparse._SubParsersAction) -> None:
+    """`galscale evaluate spectral` (defined in galscale.spectra.commands)."""
+    from galscale.spectra.commands import add_evaluate_spectral
+
+    add_evaluate_spectral(models)
+
+
+def _add_spectra(sub: argparse._SubParsersAction) -> None:
+    """simulate-spectra, embed-spectra and assign (defined in galscale.spectra.commands)."""
+    from galscale.spectra.commands import add_parsers
+
+    add_parsers(sub)
+
+
+def _add_evaluate_morphology(models: argparse._SubParsersAction) -> None:
+    """`galscale evaluate morphology`: denoising quality and the raw-vs-denoised claim."""
+    m = models.add_parser(
+        "morphology",
+        help="denoiser PSNR/SSIM, JWST real-noise injection-recovery, and disk accuracy / ROC "
+        "AUC on raw vs denoised held-out cutouts (morphology_eval.json + PNGs)",
+    )
+    m.add_argument("--out", required=True, help="output folder")
+    m.add_argument("--denoiser", default="denoiser", help="artefact folder or shipped name")
+    m.add_argument("--classifier", default="morphology",
+                   help="classifier trained on denoised inputs (artefact folder or name)")
+    m.add_argument("--raw-classifier", default="morphology/raw_baseline",
+                   help="identical classifier trained on raw inputs")
+    m.add_argument("--images", default=None,
+                   help="labelled picture folder (spirals/non_spirals); its held-out split is used")
+    m.add_argument("--n-sim", type=int, default=100, help="held-out simulated stamps")
+    m.add_argument("--max-real", type=int, default=0, help="at most this many real pictures")
+    m.add_argument("--jwst-dir", default=None,
+                   help="real JWST cutouts for injection-recovery (default ../shared/data/"
+                   "jwst_real_cutouts; skipped when absent)")
+    m.add_argument("--n-injections", type=int, default=24)
+    m.add_argument("--seed", type=int, default=0)
+
+    def run(args: argparse.Namespace) -> int:
+        import json
+
+        from galscale.evaluate.morphology import evaluate_morphology
+
+        report = evaluate_morphology(
+            args.out, denoiser=args.denoiser, classifier=args.classifier,
+            raw_classifier=args.raw_classifier, images=args.images, n_sim=args.n_sim,
+            max_real=args.max_real, jwst_dir=args.jwst_dir, n_injections=args.n_injections,
+            seed=args.seed,
+        )
+        print(json.dumps({k: report[k] for k in ("denoising", "injection_recovery_jwst",
+                                                 "classification")}, indent=2))
+        return 0
+
+    m.set_defaults(func=run)
 
 
 def _add_ablate_bands(sub: argparse._SubParsersAction) -> None:
@@ -167,6 +224,15 @@ def train_config_from_args(args: argparse.Namespace):
     )
 
 
+# The command line being parsed; None builds the full parser (docs, tests). Training modules
+# import torch and escnn, so their options are only loaded when their model is being trained.
+_ARGV: list[str] | None = None
+
+
+def _parsing_train_model(model: str) -> bool:
+    return _ARGV is None or _ARGV[:2] == ["train", model]
+
+
 def _add_train(sub: argparse._SubParsersAction) -> None:
     import importlib
     import importlib.util
@@ -182,7 +248,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     for model, module_name in TRAIN_MODULES.items():
         mp = models.add_parser(model, help=f"train the {model} model")
         add_train_config_arguments(mp)
-        if importlib.util.find_spec(module_name) is None:
+        if importlib.util.find_spec(module_name) is None or not _parsing_train_model(model):
             continue
         task_module = importlib.import_module(module_name)
         if not hasattr(task_module, "add_arguments"):
@@ -197,17 +263,125 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         mp.set_defaults(func=run)
 
 
+def add_classify_arguments(p: argparse.ArgumentParser) -> None:
+    """Options of the survey job, shared by `galscale classify` and jobs/classify_survey.py."""
+    from galscale.config import DetectionConfig, SurveyJobConfig, TilingConfig
+
+    d, t = SurveyJobConfig("", ""), TilingConfig()
+    p.add_argument("--survey", required=True,
+                   help="survey Zarr store: local path or s3://bucket/field.zarr")
+    p.add_argument("--out", required=True,
+                   help="run folder for the catalog: local path or s3://bucket/prefix")
+    p.add_argument("--run-id", default=d.run_id,
+                   help=f"run id; rerun with the same id to resume, skipping finished tiles ({d.run_id})")
+    p.add_argument("--tile-size", type=int, default=t.tile_size,
+                   help=f"tile side in pixels, margin included ({t.tile_size})")
+    p.add_argument("--margin", type=int, default=t.margin,
+                   help=f"tile overlap margin in pixels, >= half the 256-px cutout ({t.margin})")
+    p.add_argument("--batch-size", type=int, default=d.batch_size,
+                   help=f"cutouts per model batch ({d.batch_size})")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default=d.device,
+                   help="where models run: auto picks CUDA when the model actors have a GPU (auto)")
+    p.add_argument("--stages", default=",".join(d.stages),
+                   help="comma-separated stages: morphology, redshift, spectra "
+                   f"({','.join(d.stages)}; spectra is added when --spectra is given)")
+    p.add_argument("--sources", default=None,
+                   help="catalog of RA/Dec (Parquet, FITS or CSV; optional id column) to use "
+                   "instead of detection")
+    p.add_argument("--spectra", default=None,
+                   help="NIRSpec prism spectra: a Parquet table or a folder of DJA .spec.fits files")
+    p.add_argument("--spectra-redshifts", default=None,
+                   help="catalog (Parquet/CSV) with id and z columns for FITS spectra without redshift")
+    p.add_argument("--models", default=None,
+                   help="folder with denoiser/, morphology/, redshift/, spectral/ artefacts "
+                   "(default: the weights shipped with galscale)")
+    p.add_argument("--num-model-actors", type=int, default=d.num_model_actors,
+                   help=f"model-stage actors; one per GPU on a GPU cluster ({d.num_model_actors})")
+    p.add_argument("--storage-endpoint", default=None,
+                   help="S3-compatible endpoint URL (or set AWS_ENDPOINT_URL); credentials come "
+                   "from the standard AWS environment variables or the machine's role")
+    p.add_argument("--max-tiles", type=int, default=0,
+                   help="process only the first N pending tiles (0: all)")
+    p.add_argument("--detect-threshold", type=float, default=DetectionConfig().threshold_sigma,
+                   help="detection threshold in sigma of the detection stack "
+                   f"({DetectionConfig().threshold_sigma})")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def job_config_from_args(args: argparse.Namespace):
+    """The `SurveyJobConfig` described by the survey-job options."""
+    import dataclasses
+    import os
+
+    from galscale.config import DetectionConfig, SurveyJobConfig, TilingConfig
+
+    stages = [s.strip() for s in args.stages.split(",") if s.strip()]
+    if args.spectra and "spectra" not in stages:
+        stages.append("spectra")
+    models = {}
+    if args.models:
+        models = {role: os.path.join(args.models, role)
+                  for role in ("denoiser", "morphology", "redshift", "spectral")}
+    return SurveyJobConfig(
+        survey=args.survey, out=args.out, run_id=args.run_id,
+        tiling=TilingConfig(tile_size=args.tile_size, margin=args.margin),
+        detection=dataclasses.replace(DetectionConfig(), threshold_sigma=args.detect_threshold),
+        stages=tuple(stages), sources=args.sources, spectra=args.spectra,
+        spectra_redshifts=args.spectra_redshifts, device=args.device,
+        batch_size=args.batch_size, num_model_actors=args.num_model_actors,
+        storage_endpoint=args.storage_endpoint, max_tiles=args.max_tiles, **models,
+    )
+
+
+def run_classify(args: argparse.Namespace) -> int:
+    """Run the survey job from parsed options; print the summary; 1 if anything failed."""
+    import json
+    import logging
+
+    from galscale.pipeline.job import run_survey_job
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    summary = run_survey_job(job_config_from_args(args), progress=not args.quiet)
+    if summary.tiles_failed:
+        print("failed tiles (rerun with the same --run-id to retry them):")
+        for tile_id, reason in sorted(summary.tiles_failed.items()):
+            print(f"  {tile_id}: {reason.splitlines()[0]}")
+    print("flagged rows by flag: " + json.dumps(summary.sources_flagged, sort_keys=True))
+    print(f"catalog written to {summary.catalog}")
+    print(summary.one_line())
+    return 0 if summary.ok else 1
+
+
+def _add_classify(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "classify",
+        help="run the survey job: tiles -> sources -> cutouts -> models -> Parquet catalog",
+        description="Classify every source of a survey on Ray (a local Ray instance, or the "
+        "cluster at RAY_ADDRESS): detection or a position catalog, denoise + D16 P(disk), "
+        "low-z/high-z/brown-dwarf probabilities, optional spectral clusters. Writes one Parquet "
+        "file per tile plus the gathered survey catalog; a rerun with the same --run-id resumes. "
+        "Exit status 1 if any tile failed.",
+    )
+    add_classify_arguments(p)
+    p.set_defaults(func=run_classify)
+
+
 _SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_simulate,
+    _add_classify,
     _add_train,
     _add_evaluate,
     _add_ablate_bands,
     _add_semisupervised,
+    _add_spectra,
 ]
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The full `galscale` argument parser (used by `main` and by the docs test)."""
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The `galscale` argument parser; complete when `argv` is None (docs, tests), else only
+    what parsing `argv` needs (keeps `galscale --help` fast)."""
+    global _ARGV
+    _ARGV = None if argv is None else list(argv)
     parser = argparse.ArgumentParser(
         prog="galscale",
         description="Survey-scale denoising, morphology, redshift class and spectral embedding "
@@ -221,7 +395,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `galscale` console script."""
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(argv).parse_args(argv)
     return int(args.func(args) or 0)
 
 

@@ -51,6 +51,90 @@ class DetectionConfig:
     deblend_cont: float = 0.005
 
 
+# 5-sigma point-source depth (AB) of simulated surveys, background-limited, in a 0.3"-diameter
+# aperture: roughly JADES-medium NIRCam depths.
+SIM_DEPTH_AB: dict[str, float] = {
+    "F090W": 29.0, "F115W": 29.2, "F150W": 29.3, "F200W": 29.4,
+    "F277W": 29.6, "F356W": 29.6, "F444W": 29.3,
+}
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    """A synthetic NIRCam survey field (`galscale simulate`; see docs/simulation.md)."""
+
+    size: int = 4096  # pixels per side of the square field
+    n_sources: int = 3000
+    seed: int = 0
+    bands: tuple[str, ...] = NIRCAM_BANDS
+    pixel_scale_arcsec: float = 0.03
+    ra_deg: float = 53.16  # field centre (GOODS-South-like)
+    dec_deg: float = -27.78
+    depth_ab: dict[str, float] = field(default_factory=lambda: dict(SIM_DEPTH_AB))
+    # fractions of disk galaxies, non-disk galaxies, stars, brown dwarfs
+    kind_fractions: tuple[float, float, float, float] = (0.47, 0.43, 0.06, 0.04)
+    high_z_fraction: float = 0.10  # of galaxies, at z = 6-12
+    galaxy_mag_range: tuple[float, float] = (20.0, 30.0)  # F277W AB of low-z galaxies
+    chunk: int = 1024  # Zarr chunk side
+    name: str = "galscale-sim"
+
+
+@dataclass(frozen=True)
+class SpectralEmbeddingConfig:
+    """UMAP + Gaussian-mixture settings of the spectral embedding (seed 003)."""
+
+    umap_neighbors: int = 15
+    umap_min_dist: float = 0.0  # 0 packs clusters tightly: best for clustering the map
+    umap_sample: int = 100_000  # UMAP is fitted on at most this many spectra; the rest transformed
+    umap_backend: str = "auto"  # "auto" (cuML on GPU, else umap-learn), "cuml", "umap-learn"
+    k_min: int = 5
+    k_max: int = 15
+    gmm_restarts: int = 5
+    silhouette_sample: int = 5000
+    seed: int = 0
+
+
+JOB_STAGES: tuple[str, ...] = ("morphology", "redshift", "spectra")
+
+
+@dataclass(frozen=True)
+class SurveyJobConfig:
+    """The survey job (`galscale classify`, `jobs/classify_survey.py`).
+
+    Written into every catalog's provenance, so it must never hold credentials: S3 keys come
+    from the standard AWS environment variables or the machine's role, never from here.
+    """
+
+    survey: str  # Zarr survey: local path or s3://bucket/field.zarr
+    out: str  # run folder: local path or s3://bucket/prefix
+    run_id: str = "run"  # a rerun with the same run id and out skips finished tiles
+    tiling: TilingConfig = TilingConfig()
+    detection: DetectionConfig = DetectionConfig()
+    stages: tuple[str, ...] = ("morphology", "redshift")  # + "spectra" when spectra are given
+    sources: str | None = None  # catalog of RA/Dec (Parquet/FITS/CSV) instead of detection
+    spectra: str | None = None  # spectra table (Parquet) or folder of DJA FITS spectra
+    spectra_redshifts: str | None = None  # catalog with redshifts for FITS spectra
+    denoiser: str = "denoiser"  # artefact folders or shipped names (galscale/weights/)
+    morphology: str = "morphology"
+    redshift: str = "redshift"
+    spectral: str = "spectral"
+    device: str = "auto"  # auto | cpu | cuda
+    batch_size: int = 64  # cutouts per model batch
+    num_model_actors: int = 1  # model-stage actors (one per GPU on a GPU cluster)
+    cpus_per_model_actor: float = 1.0
+    storage_endpoint: str | None = None  # S3-compatible endpoint URL (or AWS_ENDPOINT_URL)
+    max_tiles: int = 0  # 0: all; else only the first N pending tiles (quick looks, tests)
+
+    def __post_init__(self) -> None:
+        unknown = set(self.stages) - set(JOB_STAGES)
+        if unknown:
+            raise ValueError(f"unknown stages {sorted(unknown)}; choose from {JOB_STAGES}")
+        if "spectra" in self.stages and not self.spectra:
+            raise ValueError("the spectra stage needs --spectra (a spectra table or folder)")
+        if self.batch_size < 1 or self.num_model_actors < 1:
+            raise ValueError("batch_size and num_model_actors must be >= 1")
+
+
 def to_json_dict(obj: Any) -> Any:
     """Plain-JSON view of a (nested) config dataclass, for provenance."""
     if dataclasses.is_dataclass(obj):
@@ -68,7 +152,9 @@ def config_json(obj: Any) -> str:
 
 
 __all__ = [
+    "SpectralEmbeddingConfig",
     "NIRCAM_BANDS", "PIVOT_UM", "MORPHOLOGY_BANDS", "REDSHIFT_CLASSES", "NJY_ZEROPOINT_AB",
-    "MORPH_CUTOUT", "MULTIBAND_CUTOUT", "TilingConfig", "DetectionConfig",
-    "to_json_dict", "config_json", "field",
+    "MORPH_CUTOUT", "MULTIBAND_CUTOUT", "TilingConfig", "DetectionConfig", "SimConfig",
+    "SIM_DEPTH_AB",
+    "JOB_STAGES", "SurveyJobConfig", "to_json_dict", "config_json", "field",
 ]

@@ -1,0 +1,73 @@
+"""Compare a survey catalog with a simulation's truth: completeness and classification accuracy.
+
+Catalog rows are matched to truth sources by pixel position (nearest within `radius_px`), the
+way a survey would cross-match. Used by `galscale demo`, the survey-job tests and the report.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+from scipy.spatial import cKDTree
+
+from galscale.config import REDSHIFT_CLASSES
+
+
+def match_to_truth(catalog: pa.Table, truth: pa.Table, radius_px: float = 2.0) -> np.ndarray:
+    """Index into `truth` of each catalog row's nearest truth source, -1 beyond `radius_px`."""
+    if catalog.num_rows == 0 or truth.num_rows == 0:
+        return np.full(catalog.num_rows, -1, dtype=np.int64)
+    tree = cKDTree(np.column_stack([np.asarray(truth["x"]), np.asarray(truth["y"])]))
+    dist, index = tree.query(np.column_stack([np.asarray(catalog["x"]), np.asarray(catalog["y"])]))
+    return np.where(dist <= radius_px, index, -1).astype(np.int64)
+
+
+def _snr(truth: pa.Table, band: str = "F277W") -> np.ndarray:
+    names = truth.column_names
+    if f"snr_{band}" in names:
+        return np.asarray(truth[f"snr_{band}"], dtype=float)
+    return np.full(truth.num_rows, np.inf)
+
+
+def compare_with_truth(catalog: pa.Table, truth: pa.Table, radius_px: float = 2.0,
+                       min_snr: float = 10.0) -> dict[str, Any]:
+    """Completeness, duplicates and classification accuracies of a catalog against truth."""
+    match = match_to_truth(catalog, truth, radius_px)
+    matched = match >= 0
+    truth_hits = np.bincount(match[matched], minlength=truth.num_rows)
+    kinds = np.asarray(truth["kind"].to_pylist(), dtype=object)
+    bright = _snr(truth) >= min_snr
+    result: dict[str, Any] = {
+        "catalog_rows": catalog.num_rows,
+        "truth_sources": truth.num_rows,
+        "matched_rows": int(matched.sum()),
+        "truth_detected_fraction": float((truth_hits > 0).mean()) if truth.num_rows else 0.0,
+        "bright_truth_sources": int(bright.sum()),
+        "bright_detected_fraction": float((truth_hits[bright] > 0).mean()) if bright.any() else 0.0,
+        "truth_matched_more_than_once": int((truth_hits > 1).sum()),
+    }
+    names = catalog.column_names
+    if "p_disk" in names:
+        p_disk = np.asarray(catalog["p_disk"], dtype=float)
+        kind = np.where(matched, kinds[np.where(matched, match, 0)], None)
+        galaxy = matched & np.isin(kind, ["disk", "non_disk"]) & np.isfinite(p_disk)
+        truth_disk = kind[galaxy] == "disk"
+        result["disk_galaxies_scored"] = int(galaxy.sum())
+        result["disk_accuracy"] = float(((p_disk[galaxy] > 0.5) == truth_disk).mean()) if galaxy.any() else float("nan")
+        result["disk_majority_baseline"] = float(max(truth_disk.mean(), 1 - truth_disk.mean())) if galaxy.any() else float("nan")
+    if "p_low_z" in names and "z_class" in truth.column_names:
+        probs = np.column_stack([np.asarray(catalog[f"p_{c}"], dtype=float) for c in REDSHIFT_CLASSES])
+        z_class = np.asarray(truth["z_class"].to_pylist(), dtype=object)
+        row_class = np.where(matched, z_class[np.where(matched, match, 0)], None)
+        scored = matched & np.isin(row_class, list(REDSHIFT_CLASSES)) & np.isfinite(probs).all(1)
+        predicted = np.asarray(REDSHIFT_CLASSES, dtype=object)[np.argmax(np.nan_to_num(probs), 1)]
+        result["zclass_scored"] = int(scored.sum())
+        result["zclass_accuracy"] = float((predicted[scored] == row_class[scored]).mean()) if scored.any() else float("nan")
+        result["zclass_recall"] = {
+            c: float((predicted[scored & (row_class == c)] == c).mean())
+            if (scored & (row_class == c)).any() else float("nan")
+            for c in REDSHIFT_CLASSES
+        }
+    return result

@@ -1,0 +1,38 @@
+"""Choosing where models run: CUDA when present (bf16 autocast, channels_last), CPU otherwise."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import torch
+
+
+def select_device(preference: str = "auto") -> torch.device:
+    """'auto' picks CUDA when available, else CPU; 'cpu' / 'cuda' force one (clear error if absent)."""
+    if preference == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if preference.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"device {preference!r} requested but CUDA is not available here")
+    if preference not in ("cpu",) and not preference.startswith("cuda"):
+        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {preference!r}")
+    return torch.device(preference)
+
+
+def prepare_for_inference(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """Move an exported model to `device` in eval mode; channels_last on CUDA, where it helps."""
+    model = model.to(device).eval()
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
+@contextlib.contextmanager
+def inference_context(device: torch.device) -> Iterator[None]:
+    """inference_mode, plus bf16 autocast on CUDA (CPU stays fp32: bf16 is slower on most CPUs)."""
+    with torch.inference_mode():
+        if device.type == "cuda":
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                yield
+        else:
+            yield
