@@ -22,7 +22,6 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from galscale import __version__
 from galscale.config import SurveyJobConfig, to_json_dict
 from galscale.pipeline.ledger import STATUS_EMPTY, STATUS_FAILED, TileLedger, TileStatusBoard
 from galscale.pipeline.tiles import process_tile
@@ -76,14 +75,28 @@ def storage_options_for(cfg: SurveyJobConfig) -> dict[str, Any]:
     return {"client_kwargs": {"endpoint_url": endpoint}} if endpoint else {}
 
 
-def _provenance(cfg: SurveyJobConfig, hashes: dict[str, str]) -> dict[str, str]:
-    return {
-        "galscale_version": __version__,
-        "run_id": cfg.run_id,
-        "survey": cfg.survey,
-        "config": json.dumps(to_json_dict(cfg), sort_keys=True),
-        "model_hashes": json.dumps(hashes, sort_keys=True),
-    }
+def _catalog_table(rows: pa.Table) -> pa.Table:
+    """Model-stage rows -> a catalog table in the documented schema (units, descriptions)."""
+    from galscale import catalog
+
+    return catalog.to_table({name: rows.column(name).to_numpy(zero_copy_only=False)
+                             for name in rows.column_names})
+
+
+def _empty_catalog() -> pa.Table:
+    from galscale import catalog
+    from galscale.pipeline.inference import PROBABILITY_COLUMNS
+
+    return catalog.catalog_schema(
+        extra=[pa.field(c, pa.float32()) for c in PROBABILITY_COLUMNS]).empty_table()
+
+
+def tile_stage_memory(cfg: SurveyJobConfig, n_bands: int) -> int:
+    """Bytes one tile task needs: science + error pixels of every band, twice over for the
+    detection stack and cutouts. Declaring it lets Ray pack tile tasks safely, and (since the
+    model stage declares none) keeps the CPU and model stages separate operators that overlap
+    instead of being fused into one."""
+    return int(cfg.tiling.tile_size**2 * n_bands * 2 * 4 * 2)
 
 
 def _tile_items(tiles: list[Tile]) -> list[dict[str, Any]]:
@@ -123,7 +136,9 @@ def run_survey_job(cfg: SurveyJobConfig, *, progress: bool = True) -> RunSummary
     if cfg.max_tiles:
         pending = pending[: cfg.max_tiles]
     hashes = model_hashes(cfg)
-    provenance = _provenance(cfg, hashes)
+    provenance = catalog.provenance_record(
+        survey=cfg.survey, run_id=cfg.run_id, model_hashes=hashes,
+        config_json=json.dumps(to_json_dict(cfg), sort_keys=True))
     summary = RunSummary(run_id=cfg.run_id, survey=cfg.survey, out=cfg.out,
                          tiles_total=len(tiles), tiles_skipped=len(finished & {t.tile_id for t in tiles}),
                          model_hashes=hashes)
@@ -139,6 +154,7 @@ def run_survey_job(cfg: SurveyJobConfig, *, progress: bool = True) -> RunSummary
         dataset = (
             ray.data.from_items(_tile_items(pending), override_num_blocks=len(pending))
             .map_batches(process_tile, batch_size=1, num_cpus=1,
+                         memory=tile_stage_memory(cfg, len(survey.bands)),
                          fn_kwargs={"survey": survey, "cfg": cfg, "board": board})
             .map_batches(SurveyModels, fn_constructor_kwargs={"cfg": cfg},
                          batch_size=cfg.batch_size, concurrency=cfg.num_model_actors,
@@ -149,8 +165,8 @@ def run_survey_job(cfg: SurveyJobConfig, *, progress: bool = True) -> RunSummary
                    disable=not progress)
         for batch in dataset.iter_batches(batch_format="pyarrow", batch_size=None):
             for tile in ledger.add(batch):
-                catalog.write_tile_catalog(tile.table, cfg.out, cfg.run_id, tile.tile_id,
-                                           provenance, storage_options=options)
+                catalog.write_tile_catalog(_catalog_table(tile.table), cfg.out, cfg.run_id,
+                                           tile.tile_id, provenance, storage_options=options)
                 model_seconds += tile.model_seconds
                 summary.tiles_done += 1
                 summary.sources_in += tile.table.num_rows
@@ -181,7 +197,7 @@ def run_survey_job(cfg: SurveyJobConfig, *, progress: bool = True) -> RunSummary
         bar.close()
 
     summary.sources_out = summary.sources_in - summary.rows_flagged
-    summary.catalog = catalog.gather_catalog(cfg.out, cfg.run_id, storage_options=options)
+    summary.catalog = catalog.write_survey_catalog(cfg.out, cfg.run_id, storage_options=options)
     if "spectra" in cfg.stages:
         from galscale.pipeline.spectra import run_spectral_stage
 
