@@ -53,6 +53,7 @@ class RunSummary:
     sources_per_second: dict[str, float] = field(default_factory=dict)
     model_hashes: dict[str, str] = field(default_factory=dict)
     spectra: dict[str, Any] = field(default_factory=dict)
+    tiles_per_node: dict[str, int] = field(default_factory=dict)  # Ray node id -> tiles
 
     @property
     def ok(self) -> bool:
@@ -92,11 +93,11 @@ def _empty_catalog() -> pa.Table:
 
 
 def tile_stage_memory(cfg: SurveyJobConfig, n_bands: int) -> int:
-    """Bytes one tile task needs: science + error pixels of every band, twice over for the
-    detection stack and cutouts. Declaring it lets Ray pack tile tasks safely, and (since the
-    model stage declares none) keeps the CPU and model stages separate operators that overlap
-    instead of being fused into one."""
-    return int(cfg.tiling.tile_size**2 * n_bands * 2 * 4 * 2)
+    """Bytes one tile task needs: the tile's science + error pixels of every band, about three
+    copies of them while detecting and cutting, plus the worker's own ~256 MiB. Declaring it
+    lets Ray pack tile tasks safely, and (since the model stage declares none) keeps the CPU
+    and model stages separate operators that overlap instead of being fused into one."""
+    return int(cfg.tiling.tile_size**2 * n_bands * 2 * 4 * 3 + (256 << 20))
 
 
 def _tile_items(tiles: list[Tile]) -> list[dict[str, Any]]:
@@ -176,6 +177,9 @@ def run_survey_job(cfg: SurveyJobConfig, *, progress: bool = True) -> RunSummary
         for tile in pending:
             outcome = outcomes.get(tile.tile_id)
             tile_seconds += outcome.seconds if outcome else 0.0
+            if outcome is not None and outcome.node_id:
+                nodes = summary.tiles_per_node
+                nodes[outcome.node_id] = nodes.get(outcome.node_id, 0) + 1
             if tile.tile_id in ledger.completed_ids:
                 continue
             if outcome is not None and outcome.status == STATUS_EMPTY:
@@ -197,11 +201,14 @@ def run_survey_job(cfg: SurveyJobConfig, *, progress: bool = True) -> RunSummary
         bar.close()
 
     summary.sources_out = summary.sources_in - summary.rows_flagged
-    summary.catalog = catalog.write_survey_catalog(cfg.out, cfg.run_id, storage_options=options)
+    joined = None
     if "spectra" in cfg.stages:
-        from galscale.pipeline.spectra import run_spectral_stage
+        from galscale.pipeline.spectra import run_spectral_stage, spectral_join
 
         summary.spectra = run_spectral_stage(cfg, storage_options=options)
+        joined = spectral_join(summary.spectra, options)
+    summary.catalog = catalog.write_survey_catalog(cfg.out, cfg.run_id, storage_options=options,
+                                                   transform=joined)
     summary.seconds = time.perf_counter() - started
     summary.stage_seconds = {"tiles_and_cutouts": tile_seconds, "models": model_seconds}
     summary.sources_per_second = {

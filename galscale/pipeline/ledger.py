@@ -81,6 +81,7 @@ class TileOutcome:
     error: str
     seconds: float
     n_sources: int
+    node_id: str  # Ray node that processed the tile
 
 
 class TileStatusBoard:
@@ -89,9 +90,10 @@ class TileStatusBoard:
     def __init__(self) -> None:
         self.outcomes: dict[str, TileOutcome] = {}
 
-    def report(self, tile_id: str, status: str, error: str, seconds: float, n_sources: int) -> None:
+    def report(self, tile_id: str, status: str, error: str, seconds: float, n_sources: int,
+               node_id: str = "") -> None:
         # a retried task reports again; its latest outcome wins
-        self.outcomes[tile_id] = TileOutcome(status, error, seconds, n_sources)
+        self.outcomes[tile_id] = TileOutcome(status, error, seconds, n_sources, node_id)
 
     def snapshot(self) -> dict[str, TileOutcome]:
         return dict(self.outcomes)

@@ -34,6 +34,15 @@ def _positions(cfg: SurveyJobConfig, survey: Survey, options: dict[str, Any]) ->
     return _POSITIONS_CACHE[cfg.sources]
 
 
+def _node_id() -> str:
+    try:
+        import ray
+
+        return ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""
+    except Exception:  # outside Ray (tests, the plain baseline)
+        return ""
+
+
 def process_tile(batch: dict[str, np.ndarray], survey: Survey, cfg: SurveyJobConfig,
                  board: Any = None) -> dict[str, np.ndarray]:
     """Ray Data batch function: a batch of one tile description -> rows of its owned sources.
@@ -44,6 +53,7 @@ def process_tile(batch: dict[str, np.ndarray], survey: Survey, cfg: SurveyJobCon
     from galscale.pipeline.job import storage_options_for
 
     started = time.perf_counter()
+    node_id = _node_id()
     tile = Tile(**{k: (v[0].item() if hasattr(v[0], "item") else v[0]) for k, v in batch.items()})
     try:
         positions = _positions(cfg, survey, storage_options_for(cfg)) if cfg.sources else None
@@ -52,11 +62,12 @@ def process_tile(batch: dict[str, np.ndarray], survey: Survey, cfg: SurveyJobCon
         detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
         if board is not None:
             board.report.remote(tile.tile_id, STATUS_FAILED, detail[:2000],
-                                time.perf_counter() - started, 0)
+                                time.perf_counter() - started, 0, node_id)
         return {}
     n = len(rows["source_id"])
     seconds = time.perf_counter() - started
     if board is not None:
-        board.report.remote(tile.tile_id, STATUS_OK if n else STATUS_EMPTY, "", seconds, n)
+        board.report.remote(tile.tile_id, STATUS_OK if n else STATUS_EMPTY, "", seconds, n,
+                            node_id)
     rows["tile_n_sources"] = np.full(n, n, np.int64)
     return rows

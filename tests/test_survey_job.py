@@ -1,0 +1,197 @@
+"""The survey job on real parts: `ray job submit` to a real Ray head, moto S3, kill + resume,
+a multi-node cluster on one machine. Every run uses the shipped model weights."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import ray
+
+from galscale import catalog
+from galscale.config import SimConfig, SurveyJobConfig, TilingConfig
+from galscale.evaluate.truth import compare_with_truth
+from galscale.pipeline.job import run_survey_job
+from galscale.sim.survey import simulate_survey, write_simulated_survey
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+TILING = TilingConfig(tile_size=512, margin=128)  # 768 px field -> 3 x 3 tiles
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def sim(tmp_path_factory):
+    out = tmp_path_factory.mktemp("sim")
+    survey = simulate_survey(SimConfig(size=768, n_sources=70, seed=11))
+    paths = write_simulated_survey(survey, str(out))
+    return {"survey": paths["survey"], "truth": pq.read_table(paths["truth"]), "dir": out}
+
+
+def _config(sim, out, **kw) -> SurveyJobConfig:
+    return SurveyJobConfig(survey=sim["survey"], out=str(out), run_id="t", tiling=TILING, **kw)
+
+
+def _values(table: pa.Table) -> pa.Table:
+    """Catalog without provenance metadata, for value-by-value comparison."""
+    return table.replace_schema_metadata(None)
+
+
+@pytest.fixture(scope="module")
+def local_run(sim, tmp_path_factory):
+    out = tmp_path_factory.mktemp("local")
+    ray.init(num_cpus=2, log_to_driver=False)
+    try:
+        summary = run_survey_job(_config(sim, out), progress=False)
+    finally:
+        ray.shutdown()
+    return {"summary": summary, "out": out,
+            "catalog": pq.read_table(summary.catalog)}
+
+
+def test_local_run_catalog_is_complete_and_better_than_chance(local_run, sim):
+    summary, table = local_run["summary"], local_run["catalog"]
+    assert summary.ok and summary.tiles_done == summary.tiles_total == 9
+    ids = np.asarray(table["source_id"])
+    assert len(np.unique(ids)) == len(ids) == summary.sources_in
+    assert summary.sources_in == summary.sources_out + summary.rows_flagged
+    quality = compare_with_truth(table, sim["truth"])
+    print("survey job vs truth:", json.dumps(quality, indent=1))
+    assert quality["bright_detected_fraction"] >= 0.95
+    assert quality["disk_accuracy"] > 0.5 and quality["zclass_accuracy"] > 1 / 3
+    provenance = catalog.read_provenance(summary.catalog)
+    assert provenance["run_id"] == "t" and provenance["survey"] == sim["survey"]
+    assert set(provenance["model_hashes"]) == {"denoiser", "morphology", "redshift"}
+
+
+def test_ray_job_submit_gives_the_same_catalog(local_run, sim, tmp_path):
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "RAY_ADDRESS": ""}
+    port, dashboard = _free_port(), _free_port()
+    start = [str(BIN / "ray"), "start", "--head", f"--port={port}", "--num-cpus=2",
+             "--node-ip-address=127.0.0.1", f"--dashboard-port={dashboard}",
+             "--dashboard-host=127.0.0.1", "--include-dashboard=true", "--disable-usage-stats"]
+    subprocess.run(start, check=True, env=env, capture_output=True, timeout=120)
+    address = f"http://127.0.0.1:{dashboard}"
+    try:
+        job = subprocess.run(
+            [str(BIN / "ray"), "job", "submit", "--address", address, "--working-dir", str(REPO),
+             "--", "python", "jobs/classify_survey.py", "--survey", sim["survey"],
+             "--out", str(tmp_path), "--run-id", "t", "--tile-size", "512", "--margin", "128",
+             "--quiet"],
+            env=env, capture_output=True, text=True, timeout=600,
+        )
+        assert job.returncode == 0, job.stdout[-3000:] + job.stderr[-3000:]
+        assert "catalog written to" in job.stdout
+    finally:
+        subprocess.run([str(BIN / "ray"), "stop", "--force", f"--address=127.0.0.1:{port}"],
+                       env=env, capture_output=True, timeout=120)
+    submitted = pq.read_table(tmp_path / "t" / "catalog.parquet")
+    assert _values(submitted).equals(_values(local_run["catalog"]))
+
+
+def test_s3_run_matches_local_run(local_run, sim, s3_server):
+    import s3fs
+
+    bucket = s3_server.new_bucket()
+    fs = s3fs.S3FileSystem(**s3_server.storage_options, skip_instance_cache=True)
+    fs.put(sim["survey"], f"{bucket}/field.zarr", recursive=True)
+    cfg = SurveyJobConfig(survey=f"{bucket}/field.zarr", out=f"{bucket}/catalogs",
+                          run_id="t", tiling=TILING, storage_endpoint=s3_server.endpoint_url)
+    ray.init(num_cpus=2, log_to_driver=False,
+             runtime_env={"env_vars": {k: os.environ[k] for k in
+                                       ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}})
+    try:
+        summary = run_survey_job(cfg, progress=False)
+    finally:
+        ray.shutdown()
+    assert summary.ok and summary.catalog == f"{bucket}/catalogs/t/catalog.parquet"
+    remote = pq.read_table(io.BytesIO(fs.cat_file(summary.catalog)))
+    assert _values(remote).equals(_values(local_run["catalog"]))
+
+
+def _finished(out: Path) -> set[str]:
+    return catalog.finished_tiles(str(out), "t")
+
+
+def test_killed_job_resumes_to_the_same_catalog(local_run, sim, tmp_path):
+    command = [str(BIN / "galscale"), "classify", "--survey", sim["survey"], "--out",
+               str(tmp_path), "--run-id", "t", "--tile-size", "512", "--margin", "128",
+               "--quiet"]
+    env = {**os.environ, "RAY_ADDRESS": ""}
+    proc = subprocess.Popen(command, env=env, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not _finished(tmp_path) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)  # the job and its local Ray, mid-run
+    proc.wait(timeout=60)
+    done_before = _finished(tmp_path)
+    assert 0 < len(done_before) < 9, done_before
+    assert not (tmp_path / "t" / "catalog.parquet").exists()
+    mtimes = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "t" / "tiles").iterdir()}
+
+    ray.init(num_cpus=2, log_to_driver=False)
+    try:
+        resumed = run_survey_job(_config(sim, tmp_path), progress=False)
+        assert resumed.ok and resumed.tiles_skipped == len(done_before)
+        assert resumed.tiles_done == 9 - len(done_before)
+        for name, mtime in mtimes.items():  # finished tiles were not rewritten
+            assert (tmp_path / "t" / "tiles" / name).stat().st_mtime_ns == mtime
+        table = pq.read_table(resumed.catalog)
+        assert _values(table).equals(_values(local_run["catalog"]))
+        again = run_survey_job(_config(sim, tmp_path), progress=False)
+    finally:
+        ray.shutdown()
+    assert again.ok and again.tiles_done == 0 and again.tiles_skipped == 9
+
+
+def test_multi_node_cluster_spreads_tiles(local_run, sim, tmp_path):
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    for _ in range(2):
+        cluster.add_node(num_cpus=1)
+    cluster.wait_for_nodes()
+    ray.init(address=cluster.address, log_to_driver=False)
+    try:
+        summary = run_survey_job(replace(_config(sim, tmp_path)), progress=False)
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+    assert summary.ok and len(summary.tiles_per_node) > 1, summary.tiles_per_node
+    assert _values(pq.read_table(summary.catalog)).equals(_values(local_run["catalog"]))
+
+
+def test_corrupt_chunks_flag_sources_instead_of_failing_the_run(sim, tmp_path):
+    broken = tmp_path / "broken.zarr"
+    shutil.copytree(sim["survey"], broken)
+    for chunk in (broken / "sci").glob("*/c/0/0"):
+        chunk.write_bytes(b"not a zstd chunk")  # corrupt the first chunk of every band
+    cfg = replace(_config(sim, tmp_path / "out"), survey=str(broken))
+    ray.init(num_cpus=2, log_to_driver=False)
+    try:
+        summary = run_survey_job(cfg, progress=False)
+    finally:
+        ray.shutdown()
+    table = pq.read_table(summary.catalog)
+    assert summary.ok and summary.sources_in == table.num_rows
+    flagged = np.asarray(table["flags"]) & 4  # MISSING_DATA
+    assert flagged.any(), "sources over a corrupt chunk must be flagged"
