@@ -13,16 +13,111 @@ from collections.abc import Callable
 
 
 def _add_simulate(sub: argparse._SubParsersAction) -> None:
+    from galscale.config import NIRCAM_BANDS, SimConfig
+
+    d = SimConfig()
     p = sub.add_parser(
         "simulate",
         help="write a simulated JWST survey (Zarr mosaics in 7 NIRCam bands) and its truth catalog",
-        description="Simulate a JWST NIRCam survey field with GalSim: 7-band mosaics with a TAN "
-        "WCS, PSFs, sky and Poisson noise, error maps, and a Parquet truth catalog.",
+        description="Simulate a JWST NIRCam survey field with GalSim: mosaics in nJy/pixel (AB "
+        "zero point 31.4) with a TAN WCS, per-band diffraction PSFs, sky + Poisson + read "
+        "noise and 1-sigma error maps, plus a Parquet truth catalog of disk and non-disk "
+        "galaxies (low-z and z=6-12 dropouts), stars and brown dwarfs. Writes "
+        "OUT/survey.zarr and OUT/truth.parquet; the same options and seed give byte-identical "
+        "output. See docs/simulation.md.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--out", required=True, help="output folder (local path)")
+    p.add_argument("--out", required=True,
+                   help="output folder (local path); gets survey.zarr and truth.parquet")
+    p.add_argument("--seed", type=int, default=d.seed, help="random seed (same seed, same bytes)")
+    p.add_argument("--size", type=int, default=d.size,
+                   help="field side in pixels (square field)")
+    p.add_argument("--n-sources", type=int, default=d.n_sources,
+                   help="number of sources (galaxies, stars and brown dwarfs)")
+    p.add_argument("--bands", default=",".join(NIRCAM_BANDS),
+                   help="comma-separated NIRCam bands to simulate (must include F277W)")
+    p.add_argument("--pixel-scale", type=float, default=d.pixel_scale_arcsec,
+                   help="pixel scale in arcsec/pixel")
+    p.add_argument("--ra", type=float, default=d.ra_deg, help="field centre right ascension [deg]")
+    p.add_argument("--dec", type=float, default=d.dec_deg, help="field centre declination [deg]")
+    p.add_argument("--kind-fractions", default=",".join(str(f) for f in d.kind_fractions),
+                   help="fractions of disk, non-disk, star and brown-dwarf sources")
+    p.add_argument("--high-z-fraction", type=float, default=d.high_z_fraction,
+                   help="fraction of galaxies at z = 6-12 (Lyman-break dropouts)")
+    p.add_argument("--depth-offset", type=float, default=0.0,
+                   help="magnitudes added to every band's 5-sigma depth (positive = deeper)")
+    p.add_argument("--chunk", type=int, default=d.chunk, help="Zarr chunk side in pixels")
+    p.add_argument("--name", default=d.name, help="survey name stored in the Zarr attributes")
+    p.add_argument("--pictures", action="store_true",
+                   help="also write sim_field.png (colour composite of the centre) into OUT")
 
     def run(args: argparse.Namespace) -> int:
-        raise SystemExit("galscale simulate: not implemented yet")
+        import time
+
+        from galscale.sim.survey import simulate_survey, write_simulated_survey
+
+        try:
+            fractions = tuple(float(v) for v in args.kind_fractions.split(","))
+            bands = tuple(b.strip().upper() for b in args.bands.split(",") if b.strip())
+            cfg = SimConfig(
+                size=args.size, n_sources=args.n_sources, seed=args.seed, bands=bands,
+                pixel_scale_arcsec=args.pixel_scale, ra_deg=args.ra, dec_deg=args.dec,
+                depth_ab={b: v + args.depth_offset for b, v in d.depth_ab.items()},
+                kind_fractions=fractions, high_z_fraction=args.high_z_fraction,
+                chunk=args.chunk, name=args.name,
+            )
+            t0 = time.perf_counter()
+            sim = simulate_survey(cfg)
+        except ValueError as exc:
+            raise SystemExit(f"galscale simulate: {exc}") from exc
+        t1 = time.perf_counter()
+        paths = write_simulated_survey(sim, args.out)
+        t2 = time.perf_counter()
+        ny, nx = sim.shape
+        print(f"survey: {paths['survey']}  bands {','.join(sim.bands)}  {ny} x {nx} px "
+              f"at {cfg.pixel_scale_arcsec}\"/px  (nJy/pixel, AB zp 31.4)")
+        print(f"truth:  {paths['truth']}  {sim.truth.num_rows} sources: "
+              + ", ".join(f"{k} {v}" for k, v in sim.counts_by_kind().items()))
+        zc = sim.truth.column("z_class").to_pylist()
+        print("z_class: " + ", ".join(f"{c} {zc.count(c)}" for c in ("low_z", "high_z",
+                                                                       "brown_dwarf")))
+        if args.pictures:
+            import os
+
+            from galscale.sim.pictures import save_field_png
+
+            print("picture: " + save_field_png(sim.science, sim.error,
+                                               os.path.join(args.out, "sim_field.png")))
+        print(f"time: simulate {t1 - t0:.1f} s, write {t2 - t1:.1f} s")
+        return 0
+
+    p.set_defaults(func=run)
+
+
+def _add_sim_pictures(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "sim-pictures",
+        help="draw the simulator's pictures: a colour field composite and a stamp gallery",
+        description="Simulate a small field and training stamps and save sim_field.png (colour "
+        "composite: R = F444W+F356W, G = F277W+F200W, B = F150W+F115W+F090W) and "
+        "sim_gallery.png (morphology stamps of disks and non-disks; 7-band stamps of low-z, "
+        "high-z and brown-dwarf sources). The README pictures are made with --out docs/img.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--out", required=True, help="output folder for the two PNG files")
+    p.add_argument("--seed", type=int, default=0, help="random seed")
+    p.add_argument("--size", type=int, default=1024, help="field side in pixels")
+    p.add_argument("--n-sources", type=int, default=260, help="sources in the field")
+    p.add_argument("--per-class", type=int, default=8, help="gallery stamps per class")
+
+    def run(args: argparse.Namespace) -> int:
+        from galscale.sim.pictures import make_pictures
+
+        paths = make_pictures(args.out, seed=args.seed, field_size=args.size,
+                              n_sources=args.n_sources, per_class=args.per_class)
+        for what, path in paths.items():
+            print(f"{what}: {path}")
+        return 0
 
     p.set_defaults(func=run)
 
@@ -366,14 +461,115 @@ def _add_classify(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_classify)
 
 
+def _add_ingest(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "ingest",
+        help="convert FITS mosaics (one per band; JWST i2d or plain images) into a Zarr survey",
+        description="Stream FITS mosaics (JWST i2d SCI/ERR/WHT extensions, or a primary-HDU "
+        "image) into the galscale survey format at a local path or s3:// URL. All bands must "
+        "share one pixel grid; MJy/sr is converted to nJy per pixel (AB zero point 31.4). "
+        "See docs/survey-format.md.",
+    )
+    p.add_argument("files", nargs="+", help="FITS files, one per band")
+    p.add_argument("--out", required=True, help="survey location: folder or s3://bucket/x.zarr")
+    p.add_argument("--chunk", type=int, default=1024, help="Zarr chunk side in pixels")
+    p.add_argument("--name", default="", help="field name stored in the survey")
+    p.add_argument("--zeropoint", type=float, default=None,
+                   help="AB zero point for units that are not convertible to nJy")
+    p.add_argument("--keep-units", action="store_true",
+                   help="store pixels in their FITS unit instead of converting to nJy/pixel")
+    p.add_argument("--endpoint-url", default=None,
+                   help="S3-compatible endpoint (default: AWS_ENDPOINT_URL); credentials "
+                   "come from the standard AWS environment")
+
+    def run(args: argparse.Namespace) -> int:
+        import json
+
+        from galscale.survey.ingest import IngestError, ingest_fits, verify_survey
+
+        opts = {"endpoint_url": args.endpoint_url} if args.endpoint_url else None
+        try:
+            ingest_fits(args.files, args.out, chunk=args.chunk, name=args.name,
+                        zeropoint=args.zeropoint, convert_units=not args.keep_units,
+                        storage_options=opts)
+        except IngestError as exc:
+            print(f"galscale ingest: {exc}", file=sys.stderr)
+            return 2
+        print(json.dumps(verify_survey(args.out, opts), indent=1))
+        return 0
+
+    p.set_defaults(func=run)
+
+
+def _add_survey_info(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "survey-info",
+        help="print a survey's metadata (bands, shape, units, zero points, corner RA/Dec)",
+        description="Open a galscale survey (local or s3://) reading metadata only and print it "
+        "as JSON; with --tiles also the tiling it would get.",
+    )
+    p.add_argument("survey", help="survey location: folder or s3://bucket/x.zarr")
+    p.add_argument("--tiles", action="store_true", help="also list the tiles (TilingConfig)")
+    p.add_argument("--tile-size", type=int, default=None, help="tile size incl. margin")
+    p.add_argument("--margin", type=int, default=None, help="tile margin in pixels")
+    p.add_argument("--endpoint-url", default=None, help="S3-compatible endpoint URL")
+
+    def run(args: argparse.Namespace) -> int:
+        import dataclasses
+        import json
+
+        from galscale.config import TilingConfig
+        from galscale.survey.ingest import verify_survey
+        from galscale.survey.tiling import tiles_for
+
+        opts = {"endpoint_url": args.endpoint_url} if args.endpoint_url else None
+        info = verify_survey(args.survey, opts)
+        if args.tiles:
+            cfg = TilingConfig()
+            cfg = dataclasses.replace(cfg, tile_size=args.tile_size or cfg.tile_size,
+                                      margin=args.margin if args.margin is not None
+                                      else cfg.margin)
+            info["tiles"] = [dataclasses.asdict(t) for t in tiles_for(tuple(info["shape"]), cfg)]
+        print(json.dumps(info, indent=1))
+        return 0
+
+    p.set_defaults(func=run)
+
+
+def _add_demo(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "demo",
+        help="simulate a small survey and classify it end to end on a local Ray (make demo)",
+        description="The README's first command: simulate a small NIRCam survey with truth, "
+        "run the survey job with the shipped models on a local Ray, attach simulated prism "
+        "spectra and rerun (resume + spectral clusters), then print where the catalog went and "
+        "how it compares with the truth.",
+    )
+    p.add_argument("--out", default="demo", help="folder for the survey, spectra and run (demo)")
+    p.add_argument("--n-spectra", type=int, default=300, help="simulated spectra to attach (300)")
+    p.add_argument("--seed", type=int, default=0, help="simulation seed (0)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    def run(args: argparse.Namespace) -> int:
+        from galscale.demo import run_demo
+
+        return run_demo(args.out, n_spectra=args.n_spectra, seed=args.seed, quiet=args.quiet)
+
+    p.set_defaults(func=run)
+
+
 _SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
+    _add_demo,
     _add_simulate,
+    _add_sim_pictures,
     _add_classify,
     _add_train,
     _add_evaluate,
     _add_ablate_bands,
     _add_semisupervised,
     _add_spectra,
+    _add_ingest,
+    _add_survey_info,
 ]
 
 
