@@ -558,11 +558,52 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def _add_classify_cutouts(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "classify-cutouts",
+        help="run the models on a folder of FITS cutouts you already have",
+        description="Classify FITS cutouts (DIR/<id>/f200w.fits, DIR/<id>_f200w.fits, or one "
+        "multi-band DIR/<id>.fits per source; band from the file name or FILTER keyword). "
+        "The source id is kept from the folder or file name; nothing is reprojected; missing "
+        "bands are zeroed and flagged. Writes one Parquet catalog.",
+    )
+    p.add_argument("folder", help="folder of FITS cutouts")
+    p.add_argument("--out", required=True, help="output catalog (.parquet)")
+    p.add_argument("--models", default=None,
+                   help="folder with denoiser/, morphology/, redshift/ artefacts (default: shipped)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+                   help="where the models run (auto)")
+    p.add_argument("--batch-size", type=int, default=64, help="cutouts per model batch (64)")
+
+    def run(args: argparse.Namespace) -> int:
+        import os
+
+        import pyarrow.parquet as pq
+
+        from galscale.config import SurveyJobConfig
+        from galscale.pipeline.cutout_files import classify_cutout_folder
+
+        models = ({role: os.path.join(args.models, role)
+                   for role in ("denoiser", "morphology", "redshift")} if args.models else {})
+        cfg = SurveyJobConfig(survey=args.folder, out=args.out, device=args.device,
+                              batch_size=args.batch_size, **models)
+        table = classify_cutout_folder(args.folder, cfg, batch_size=args.batch_size)
+        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+        pq.write_table(table, args.out)
+        flagged = sum(1 for f in table.column("flags").to_pylist() if f)
+        print(f"{table.num_rows} sources classified ({flagged} flagged); catalog written to "
+              f"{args.out}")
+        return 0
+
+    p.set_defaults(func=run)
+
+
 _SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_demo,
     _add_simulate,
     _add_sim_pictures,
     _add_classify,
+    _add_classify_cutouts,
     _add_train,
     _add_evaluate,
     _add_ablate_bands,
