@@ -598,6 +598,56 @@ def _add_classify_cutouts(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def _add_report(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "report",
+        help="build the survey report of a finished run: index.html + PNG figures + summary",
+        description="Read a finished run folder (<out>/<run_id>, local or s3://) and write a "
+        "static HTML report (opens from disk, relative links only) with PNG figures: gallery of "
+        "raw and denoised cutouts with P(disk), P(disk) distribution and disk fraction vs "
+        "redshift, redshift-class fractions, confusion matrices and ROC curves against the "
+        "truth of simulated surveys, spectral UMAP map / median spectra / redshift per "
+        "cluster, and the run summary. Sections without data say so. See docs/report.md.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("run", help="run folder <out>/<run_id> (local path or s3://bucket/prefix/run)")
+    p.add_argument("--out", required=True, help="local output folder (index.html, *.png, "
+                   "summary.txt, report.json)")
+    p.add_argument("--truth", default=None,
+                   help="truth catalog (Parquet); default: found next to a simulated survey")
+    p.add_argument("--per-group", type=int, default=6,
+                   help="gallery sources per group (random, disk, non-disk)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random samples")
+    p.add_argument("--no-gallery", action="store_true",
+                   help="skip the gallery (no survey pixels are read)")
+    p.add_argument("--spectra", default=None,
+                   help="the run's input spectra table (Parquet), for the median spectra per "
+                   "cluster; default: the one named in the catalog's provenance")
+    p.add_argument("--storage-endpoint", default=None,
+                   help="S3-compatible endpoint URL (or set AWS_ENDPOINT_URL); credentials come "
+                   "from the standard AWS environment variables or the machine's role")
+
+    def run(args: argparse.Namespace) -> int:
+        import os
+
+        from galscale.report import RunFolderError, build_report
+
+        endpoint = args.storage_endpoint or os.environ.get("AWS_ENDPOINT_URL")
+        options = {"client_kwargs": {"endpoint_url": endpoint}} if endpoint else {}
+        try:
+            result = build_report(args.run, args.out, storage_options=options, truth=args.truth,
+                                  per_group=args.per_group, seed=args.seed,
+                                  gallery=not args.no_gallery, spectra=args.spectra)
+        except RunFolderError as exc:
+            raise SystemExit(f"galscale report: {exc}") from exc
+        print("\n".join(result.numbers.get("summary_lines", [])))
+        print(f"report: {result.index} ({len(result.figures)} figures, "
+              f"{result.seconds['total']:.1f} s)")
+        return 0
+
+    p.set_defaults(func=run)
+
+
 _SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_demo,
     _add_simulate,
@@ -611,6 +661,7 @@ _SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_spectra,
     _add_ingest,
     _add_survey_info,
+    _add_report,
 ]
 
 
