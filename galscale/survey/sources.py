@@ -1,0 +1,314 @@
+"""Sources of one tile: SEP detection on an inverse-variance stack, or a given RA/Dec catalog.
+
+Both modes work on a tile's in-memory `SurveyBlock` (outer bounds, margin included) and return
+only the sources the tile owns (`galscale.survey.tiling`), as a dict of NumPy columns in survey
+pixel coordinates (0-based, pixel centres at integers, the SEP and astropy convention).
+
+Detection assumes background-subtracted mosaics (JWST i2d products after sky matching, and
+`galscale.sim` surveys, are): no tile-dependent background is estimated, so every measurement is
+a function of the pixels near the source only and is bit-identical whichever tiling is used.
+
+`source_id` (int64) = (py * nx + px) * 8 + k, where (px, py) is the centroid's nearest pixel
+(the pixel that decides tile ownership), nx the survey width, and k the rank (0..7, by
+descending detection flux) among sources sharing that pixel. It depends only on the survey and
+the source, never on the tiling. In catalog mode an integer input `id` column is kept as
+`input_id`, and source_id follows the same rule (k by input row order).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import sep
+
+from galscale.config import NIRCAM_BANDS, DetectionConfig
+from galscale.survey.flags import Flag, add_flag, join_reasons
+from galscale.survey.store import Survey, SurveyBlock
+from galscale.survey.tiling import Tile, owner_pixel
+
+KRON_FACTOR = 2.5  # AUTO aperture = KRON_FACTOR x Kron radius (SExtractor's MAG_AUTO)
+MIN_APERTURE_PX = 3.5  # minimum AUTO / catalog-mode aperture radius in pixels
+IDS_PER_PIXEL = 8
+
+
+def detection_image(block: SurveyBlock, bands: Sequence[str]) -> tuple[np.ndarray, np.ndarray,
+                                                                       np.ndarray]:
+    """Inverse-variance-weighted stack of `bands`: (image, 1-sigma error, no-data mask)."""
+    num = np.zeros(block.shape, np.float64)
+    wsum = np.zeros(block.shape, np.float64)
+    for b in bands:
+        sci, err = block.band(b)
+        ok = np.isfinite(sci) & np.isfinite(err) & (err > 0)
+        w = np.where(ok, 1.0 / np.where(ok, err, 1.0) ** 2, 0.0)
+        num += np.where(ok, sci, 0.0) * w
+        wsum += w
+    mask = wsum <= 0
+    image = np.where(mask, 0.0, num / np.where(mask, 1.0, wsum))
+    err = np.where(mask, np.inf, 1.0 / np.sqrt(np.where(mask, 1.0, wsum)))
+    return image, err, mask
+
+
+def _sep_ready(image: np.ndarray, err: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray,
+                                                                             np.ndarray]:
+    fill = float(np.median(err[~mask])) if (~mask).any() else 1.0
+    return (np.ascontiguousarray(image, np.float64),
+            np.ascontiguousarray(np.where(mask, fill, err), np.float64))
+
+
+def source_ids(px: np.ndarray, py: np.ndarray, nx: int, order_key: np.ndarray) -> np.ndarray:
+    """Survey-unique int64 ids from owner pixels; `order_key` ranks sources sharing a pixel."""
+    base = py.astype(np.int64) * int(nx) + px.astype(np.int64)
+    ids = base * IDS_PER_PIXEL
+    order = np.lexsort((order_key, base))
+    rank = np.zeros(len(base), np.int64)
+    for j in range(1, len(order)):
+        if base[order[j]] == base[order[j - 1]]:
+            rank[order[j]] = rank[order[j - 1]] + 1
+    if (rank >= IDS_PER_PIXEL).any():
+        raise ValueError(f"more than {IDS_PER_PIXEL} sources share one pixel")
+    return ids + rank
+
+
+def photometry(block: SurveyBlock, x: np.ndarray, y: np.ndarray, a: np.ndarray, b: np.ndarray,
+               theta: np.ndarray, r: np.ndarray, bands: Sequence[str],
+               zeropoint_ab: Mapping[str, float]) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Elliptical-aperture flux, error and AB mag per band at local block positions.
+
+    Apertures with r <= 0 are circles of radius MIN_APERTURE_PX. Bands not in the block give
+    NaN. Returns (columns, truncated mask).
+    """
+    cols: dict[str, np.ndarray] = {}
+    n = len(x)
+    trunc = np.zeros(n, bool)
+    circ = r <= 0
+    for band in bands:
+        flux = np.full(n, np.nan)
+        ferr = np.full(n, np.nan)
+        if band in block.bands and n:
+            sci, err = block.band(band)
+            bad = ~(np.isfinite(sci) & np.isfinite(err))
+            data = np.ascontiguousarray(np.where(bad, 0.0, sci), np.float64)
+            e = np.ascontiguousarray(np.where(bad, 0.0, err), np.float64)
+            fe = np.zeros(n)
+            fl = np.zeros(n)
+            flg = np.zeros(n, np.int64)
+            if (~circ).any():
+                i = ~circ
+                fl[i], fe[i], flg[i] = sep.sum_ellipse(data, x[i], y[i], a[i], b[i], theta[i],
+                                                       r[i], err=e, mask=bad, subpix=5)
+            if circ.any():
+                fl[circ], fe[circ], flg[circ] = sep.sum_circle(data, x[circ], y[circ],
+                                                               MIN_APERTURE_PX, err=e, mask=bad,
+                                                               subpix=5)
+            flux, ferr = fl, fe
+            trunc |= (flg & (sep.APER_TRUNC | sep.APER_HASMASKED)) != 0
+            allmasked = (flg & sep.APER_ALLMASKED) != 0
+            flux[allmasked] = np.nan
+            ferr[allmasked] = np.nan
+        cols[f"flux_{band}"] = flux
+        cols[f"flux_err_{band}"] = ferr
+        with np.errstate(divide="ignore", invalid="ignore"):
+            cols[f"mag_{band}"] = np.where(flux > 0, zeropoint_ab.get(band, np.nan)
+                                           - 2.5 * np.log10(np.where(flux > 0, flux, 1.0)),
+                                           np.nan)
+    return cols, trunc
+
+
+def _finish(survey: Survey, block: SurveyBlock, tile: Tile | None, x: np.ndarray, y: np.ndarray,
+            cols: dict[str, Any], flags: np.ndarray, reasons: list[list[str]],
+            bands: Sequence[str]) -> dict[str, np.ndarray]:
+    missing = [b for b in bands if b not in block.bands]
+    if missing and len(x):
+        add_flag(flags, reasons, slice(None), Flag.BAND_MISSING, ",".join(missing))
+    ra, dec = (survey.wcs.pixel_to_world_values(x, y) if len(x) else (np.zeros(0), np.zeros(0)))
+    out = {
+        "source_id": cols.pop("source_id").astype(np.int64),
+        "tile_id": np.array([tile.tile_id if tile else ""] * len(x), dtype=object),
+        "ra": np.asarray(ra, np.float64), "dec": np.asarray(dec, np.float64),
+        "x": x.astype(np.float64), "y": y.astype(np.float64),
+    }
+    out.update(cols)
+    out["flags"] = flags.astype(np.int64)
+    out["flag_reason"] = join_reasons(reasons)
+    return out
+
+
+def detect_sources(survey: Survey, block: SurveyBlock, tile: Tile | None = None,
+                   config: DetectionConfig | None = None,
+                   bands: Sequence[str] = NIRCAM_BANDS) -> dict[str, np.ndarray]:
+    """Detect, deblend and measure the sources `tile` owns (all sources when tile is None).
+
+    Detection: SEP on the inverse-variance stack of `config.bands` present in the block (a
+    missing detection band is skipped; none present raises ValueError). Centroids: windowed
+    (SEP winpos). Fluxes per band in `bands`: AUTO (Kron) ellipse of the stack's shape.
+    Returns columns source_id, tile_id, ra, dec, x, y, flux_/flux_err_/mag_<BAND>,
+    flux_radius, snr, flags, flag_reason.
+    """
+    config = config or DetectionConfig()
+    det_bands = [b for b in config.bands if b in block.bands]
+    if not det_bands:
+        raise ValueError(f"none of the detection bands {list(config.bands)} is in the survey "
+                         f"(it has {survey.bands})")
+    image, err, mask = detection_image(block, det_bands)
+    data, e = _sep_ready(image, err, mask)
+    sep.set_extract_pixstack(max(sep.get_extract_pixstack(), 3 * data.size))
+    sep.set_sub_object_limit(max(sep.get_sub_object_limit(), 4096))
+    objs = sep.extract(data, config.threshold_sigma, err=e, mask=mask, minarea=config.min_area,
+                       deblend_nthresh=config.deblend_nthresh, deblend_cont=config.deblend_cont)
+    xs, ys = objs["x"].astype(np.float64), objs["y"].astype(np.float64)
+    a, b, th = objs["a"].astype(np.float64), objs["b"].astype(np.float64), objs["theta"]
+    th = np.clip(th.astype(np.float64), -np.pi / 2, np.pi / 2)
+    ok = np.isfinite(xs) & np.isfinite(ys) & (a > 0) & (b > 0)
+    xs, ys, a, b, th, oflag = xs[ok], ys[ok], a[ok], b[ok], th[ok], objs["flag"][ok]
+    # windowed centroid: sigma = 2 * r_half / 2.35 (SExtractor's XWIN convention)
+    rh, _ = sep.flux_radius(data, xs, ys, 6.0 * a, 0.5, mask=mask, subpix=5) if len(xs) else (
+        np.zeros(0), None)
+    sig = 2.0 * np.where(np.isfinite(rh) & (rh > 0), rh, 1.0) / 2.35
+    xw, yw, wflag = sep.winpos(data, xs, ys, sig, mask=mask) if len(xs) else (xs, ys, xs)
+    good = (np.asarray(wflag) == 0) & np.isfinite(xw) & np.isfinite(yw) & (
+        np.hypot(xw - xs, yw - ys) < 2.0)
+    xw, yw = np.where(good, xw, xs), np.where(good, yw, ys)
+    sx, sy = xw + block.x0, yw + block.y0
+    keep = tile.owns(sx, sy, survey.shape) if tile is not None else np.ones(len(sx), bool)
+    xw, yw, sx, sy, a, b, th, oflag = (v[keep] for v in (xw, yw, sx, sy, a, b, th, oflag))
+    n = len(sx)
+    kr, _ = sep.kron_radius(data, xw, yw, a, b, th, 6.0, mask=mask) if n else (np.zeros(0), 0)
+    r = KRON_FACTOR * np.where(np.isfinite(kr), kr, 0.0)
+    r = np.where(r * np.sqrt(a * b) < MIN_APERTURE_PX, 0.0, r)
+    stack_block = SurveyBlock(bands=["_stack"], y0=block.y0, x0=block.x0,
+                              sci=image[None].astype(np.float32),
+                              err=np.where(mask, np.nan, err)[None].astype(np.float32))
+    sc, _ = photometry(stack_block, xw, yw, a, b, th, r, ["_stack"], {})
+    cols, trunc = photometry(block, xw, yw, a, b, th, r, bands, survey.zeropoint_ab)
+    fr, _ = sep.flux_radius(data, xw, yw, 6.0 * a, 0.5, normflux=sc["flux__stack"], mask=mask,
+                            subpix=5) if n else (np.zeros(0), None)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        snr = sc["flux__stack"] / sc["flux_err__stack"]
+    flags = np.zeros(n, np.int64)
+    reasons: list[list[str]] = [[] for _ in range(n)]
+    add_flag(flags, reasons, (oflag & sep.OBJ_MERGED) != 0, Flag.BLENDED)
+    add_flag(flags, reasons, ((oflag & sep.OBJ_TRUNC) != 0) | trunc, Flag.TRUNCATED)
+    add_flag(flags, reasons, ~(snr >= 5), Flag.LOW_SNR)
+    px, py = owner_pixel(sx, sy, survey.shape)
+    cols["source_id"] = source_ids(px, py, survey.shape[1], -sc["flux__stack"])
+    cols["flux_radius"] = np.asarray(fr, np.float64)
+    cols["snr"] = snr
+    return _finish(survey, block, tile, sx, sy, cols, flags, reasons, bands)
+
+
+# ---------------------------------------------------------------------------------------------
+# catalog-driven mode
+
+
+def read_position_table(path: str, storage_options: Mapping[str, Any] | None = None):
+    """Read a Parquet, FITS or CSV table (by extension) into a pyarrow Table."""
+    import fsspec
+    import pyarrow as pa
+    import pyarrow.csv as pcsv
+    import pyarrow.parquet as pq
+
+    low = path.lower()
+    with fsspec.open(path, "rb", **dict(storage_options or {})) as f:
+        if low.endswith((".parquet", ".pq")):
+            return pq.read_table(f)
+        if low.endswith(".csv"):
+            return pcsv.read_csv(f)
+        if low.endswith((".fits", ".fit", ".fits.gz")):
+            from astropy.table import Table
+
+            t = Table.read(f, format="fits")
+            return pa.table({c: np.asarray(t[c]) for c in t.colnames})
+    raise ValueError(f"catalog {path}: unknown format (use .parquet, .csv or .fits)")
+
+
+def project_positions(table: Any, survey: Survey) -> dict[str, np.ndarray]:
+    """RA/Dec catalog (pyarrow/astropy/pandas table or dict) -> survey pixel positions.
+
+    Columns `ra`, `dec` (degrees, any case) are required; an integer `id`/`source_id` column is
+    kept as `input_id`. Positions outside the pixel grid, or not projectable, are flagged
+    OFF_SURVEY with the reason; they are kept (owned by the nearest edge tile / the first tile).
+    """
+    names = list(table.column_names if hasattr(table, "column_names") else
+                 table.colnames if hasattr(table, "colnames") else table.keys())
+    lower = {n.lower(): n for n in names}
+    if "ra" not in lower or "dec" not in lower:
+        raise ValueError(f"position catalog needs 'ra' and 'dec' columns, has {names}")
+
+    def col(n: str) -> np.ndarray:
+        c = table[lower[n]]
+        return np.asarray(c.to_numpy() if hasattr(c, "to_numpy") else c)
+
+    ra, dec = col("ra").astype(np.float64), col("dec").astype(np.float64)
+    idn = next((n for n in ("id", "source_id", "input_id") if n in lower), None)
+    input_id = col(idn).astype(np.int64) if idn else np.arange(len(ra), dtype=np.int64)
+    with np.errstate(invalid="ignore"):
+        x, y = survey.wcs.world_to_pixel_values(ra, dec)
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    ny, nx = survey.shape
+    flags = np.zeros(len(ra), np.int64)
+    reasons: list[list[str]] = [[] for _ in range(len(ra))]
+    finite = np.isfinite(x) & np.isfinite(y)
+    for i in np.flatnonzero(~finite):
+        add_flag(flags, reasons, i, Flag.OFF_SURVEY, f"ra={ra[i]}, dec={dec[i]} not projectable")
+    off = finite & ((x < -0.5) | (x >= nx - 0.5) | (y < -0.5) | (y >= ny - 0.5))
+    for i in np.flatnonzero(off):
+        add_flag(flags, reasons, i, Flag.OFF_SURVEY,
+                 f"pixel ({x[i]:.1f}, {y[i]:.1f}) outside grid {nx}x{ny}")
+    return {"ra": ra, "dec": dec, "x": x, "y": y, "input_id": input_id, "flags": flags,
+            "reasons": np.array(reasons + [[]], dtype=object)[:-1]}
+
+
+def catalog_sources(survey: Survey, block: SurveyBlock, positions: Mapping[str, np.ndarray],
+                    tile: Tile | None = None, config: DetectionConfig | None = None,
+                    bands: Sequence[str] = NIRCAM_BANDS) -> dict[str, np.ndarray]:
+    """Measure the `project_positions` sources that `tile` owns, at their given positions.
+
+    Fluxes are in circles of radius MIN_APERTURE_PX; flux_radius and snr on the detection stack.
+    Non-projectable positions are owned by tile r0000c0000 and get NaN measurements.
+    """
+    config = config or DetectionConfig()
+    x, y = np.asarray(positions["x"]), np.asarray(positions["y"])
+    finite = np.isfinite(x) & np.isfinite(y)
+    xo, yo = np.where(finite, x, 0.0), np.where(finite, y, 0.0)
+    keep = tile.owns(xo, yo, survey.shape) if tile is not None else np.ones(len(x), bool)
+    idx = np.flatnonzero(keep)
+    n = len(idx)
+    sx, sy = x[idx], y[idx]
+    flags = np.asarray(positions["flags"])[idx].copy()
+    reasons = [list(r) for r in np.asarray(positions["reasons"], dtype=object)[idx]]
+    lx, ly = sx - block.x0, sy - block.y0
+    inside = (np.isfinite(lx) & (lx >= -0.5) & (lx < block.shape[1] - 0.5) & (ly >= -0.5)
+              & (ly < block.shape[0] - 0.5))
+    mx, my = np.where(inside, lx, 0.0), np.where(inside, ly, 0.0)
+    zeros = np.zeros(n)
+    cols, trunc = photometry(block, mx, my, zeros, zeros, zeros, zeros, bands,
+                             survey.zeropoint_ab)
+    det_bands = [b for b in config.bands if b in block.bands]
+    image, err, mask = detection_image(block, det_bands)
+    stack = SurveyBlock(["_s"], block.y0, block.x0, image[None].astype(np.float32),
+                        np.where(mask, np.nan, err)[None].astype(np.float32))
+    sc, _ = photometry(stack, mx, my, zeros, zeros, zeros, zeros, ["_s"], {})
+    data, _ = _sep_ready(image, err, mask)
+    fr, _ = sep.flux_radius(data, mx, my, np.full(n, 6 * MIN_APERTURE_PX), 0.5,
+                            normflux=sc["flux__s"], mask=mask, subpix=5) if n else (zeros, None)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        snr = sc["flux__s"] / sc["flux_err__s"]
+    for k in list(cols) + ["snr", "fr"]:
+        if k in cols:
+            cols[k] = np.where(inside, cols[k], np.nan)
+    snr, fr = np.where(inside, snr, np.nan), np.where(inside, fr, np.nan)
+    add_flag(flags, reasons, trunc & inside, Flag.TRUNCATED)
+    px, py = owner_pixel(np.where(np.isfinite(sx), sx, 0), np.where(np.isfinite(sy), sy, 0),
+                         survey.shape)
+    cols["source_id"] = source_ids(px, py, survey.shape[1], idx.astype(np.float64))
+    cols["input_id"] = np.asarray(positions["input_id"])[idx]
+    cols["flux_radius"] = np.asarray(fr, np.float64)
+    cols["snr"] = snr
+    return _finish(survey, block, tile, sx, sy, cols, flags, reasons, bands)
+
+
+__all__ = ["detection_image", "detect_sources", "photometry", "source_ids",
+           "read_position_table", "project_positions", "catalog_sources", "KRON_FACTOR",
+           "MIN_APERTURE_PX"]

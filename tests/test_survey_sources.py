@@ -1,0 +1,186 @@
+"""Detection, catalog-driven sources, cutouts and bad data inside a tile."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+from galscale.config import MORPHOLOGY_BANDS, NIRCAM_BANDS, DetectionConfig
+from galscale.survey.completeness import completeness, truth_snr
+from galscale.survey.cutouts import (
+    MORPH_STRETCH_SOFTENING,
+    CutoutConfig,
+    make_cutouts,
+    morphology_stretch,
+)
+from galscale.survey.extract import extract_tile
+from galscale.survey.flags import Flag
+from galscale.survey.sources import detect_sources, project_positions, source_ids
+from galscale.survey.store import SurveyBlock, open_survey
+from galscale.survey.synthetic import gaussian_images, make_gaussian_survey, tan_header
+from galscale.survey.tiling import make_tiles
+
+DET = DetectionConfig()
+
+
+@pytest.fixture(scope="module")
+def detected(small_survey):
+    s = small_survey.survey
+    return detect_sources(s, s.read_block(s.bands, 0, s.shape[0], 0, s.shape[1]), config=DET)
+
+
+def test_completeness_positions_and_fluxes(small_survey, detected):
+    truth = small_survey.truth
+    sn = truth_snr(truth, DET.bands, {b: 1.0 for b in DET.bands})
+    res = completeness(detected, truth, sn, NIRCAM_BANDS, snr_min=10.0)
+    assert res.n_truth >= 30
+    assert res.completeness >= 0.95, res.summary()
+    assert res.median_offset_px < 0.2
+    assert res.flux_within_3sigma >= 0.9, res.summary()
+    assert 0.97 < res.median_flux_ratio < 1.02
+    # measured columns are consistent
+    good = detected["snr"] > 20
+    mags = detected["mag_F200W"][good]
+    np.testing.assert_allclose(mags, 31.4 - 2.5 * np.log10(detected["flux_F200W"][good]))
+    assert (detected["flux_radius"][good] > 0.5).all()
+    assert np.isfinite(detected["ra"]).all() and detected["source_id"].dtype == np.int64
+
+
+def test_source_ids_unique_per_pixel():
+    px, py = np.array([3, 3, 4]), np.array([5, 5, 5])
+    ids = source_ids(px, py, 100, np.array([2.0, 1.0, 0.0]))
+    assert list(ids) == [(5 * 100 + 3) * 8 + 1, (5 * 100 + 3) * 8, (5 * 100 + 4) * 8]
+
+
+def test_catalog_mode_and_off_survey(small_survey):
+    s = small_survey.survey
+    truth = small_survey.truth
+    ra, dec = s.wcs.pixel_to_world_values(truth["x"][:10], truth["y"][:10])
+    ra = np.r_[ra, ra[0] + 1.0, np.nan]  # one far off the survey, one not projectable
+    dec = np.r_[dec, dec[0], np.nan]
+    pos = project_positions({"RA": ra, "Dec": dec, "id": np.arange(12) + 100}, s)
+    cols = extract_tile(s, make_tiles(s.shape, 1000, 128)[0], positions=pos)
+    assert len(cols["source_id"]) == 12 and len(np.unique(cols["source_id"])) == 12
+    by_input = {int(i): k for k, i in enumerate(cols["input_id"])}
+    for j in range(10):
+        k = by_input[100 + j]
+        assert abs(cols["x"][k] - truth["x"][j]) < 1e-6
+        assert cols["flags"][k] & int(Flag.OFF_SURVEY) == 0
+        assert np.isfinite(cols["flux_F200W"][k])
+    for j, text in ((110, "outside grid"), (111, "not projectable")):
+        k = by_input[j]
+        assert cols["flags"][k] & int(Flag.OFF_SURVEY) and text in cols["flag_reason"][k]
+        assert np.isnan(cols["flux_F200W"][k])
+    with pytest.raises(ValueError, match="'ra' and 'dec'"):
+        project_positions({"x": [1.0]}, s)
+
+
+def test_cutouts_shapes_range_edge_and_mask():
+    shape = (300, 300)
+    sci, err, truth = gaussian_images(shape, 3, seed=5, bands=NIRCAM_BANDS)
+    sci["F200W"][140:160, 140:160] = np.nan  # a hole (e.g. all-NaN region)
+    err["F150W"][:, :5] = 0.0  # zero-weight column
+    block = SurveyBlock(list(NIRCAM_BANDS), 0, 0, np.stack([sci[b] for b in NIRCAM_BANDS]),
+                        np.stack([err[b] for b in NIRCAM_BANDS]))
+    x, y = np.array([150.0, 10.2, 200.0]), np.array([150.0, 20.7, 100.0])
+    c = make_cutouts(block, x, y, shape)
+    assert c.multiband_flux.shape == (3, 7, 64, 64) and c.multiband_flux.dtype == np.float32
+    assert c.morph.shape == (3, 3, 256, 256) and c.morph.dtype == np.float32
+    assert 0.0 <= c.morph.min() and c.morph.max() <= 1.0 and np.isfinite(c.morph).all()
+    assert np.isfinite(c.multiband_flux).all() and np.isfinite(c.multiband_err).all()
+    # source 0 sits on the hole: masked, padded with zero flux and zero error
+    i200 = NIRCAM_BANDS.index("F200W")
+    assert c.multiband_err[0, i200, 32, 32] == 0 and c.multiband_flux[0, i200, 32, 32] == 0
+    np.testing.assert_allclose(c.masked_fraction[0], 400 / (7 * 64 * 64))
+    # source 1 near the corner: cutout crosses the survey edge
+    assert c.edge[1] and c.masked_fraction[1] > 0.3 and not c.edge[0]
+    # source 2: 64 px cutout clean, 256 px one crosses the edge
+    assert c.masked_fraction[2] == 0 and c.edge[2] and c.morph_masked_fraction[2] > 0
+    # the source pixel is at index size // 2
+    px, py = 200, 100
+    np.testing.assert_array_equal(c.multiband_flux[2, 0, 32, 32], sci["F090W"][py, px])
+
+
+def test_morphology_stretch_properties():
+    rng = np.random.default_rng(0)
+    img = rng.normal(0, 1, (2, 3, 64, 64))
+    img[:, :, 30:34, 30:34] += 500
+    img[1, :, 0:3, 0:3] += 5000  # a brighter neighbour off-centre does not set the scale
+    out = morphology_stretch(img)
+    assert out.shape == img.shape and out.dtype == np.float32
+    assert out.min() == 0.0 and out.max() == 1.0
+    assert out[0, 0, 32, 32] > 0.9 and np.median(out) < 0.2
+    np.testing.assert_allclose(out[1, :, 8:, 8:], out[0, :, 8:, 8:], atol=0.2)
+    np.testing.assert_allclose(morphology_stretch(img * 7.0), out, atol=1e-6)  # scale-free
+    assert CutoutConfig().morph_bands == MORPHOLOGY_BANDS
+
+
+def test_morphology_stretch_is_the_training_stretch():
+    """Survey cutouts and the simulator's training stamps share one stretch."""
+    sim_stamps = pytest.importorskip("galscale.sim.stamps")
+    yy, xx = np.mgrid[0:256, 0:256]
+    clean = np.stack([a * np.exp(-((xx - 128) ** 2 + (yy - 128) ** 2) / (2 * 9.0**2))
+                      for a in (3.0, 2.0, 1.0)])
+    assert sim_stamps.MORPH_STRETCH_SOFTENING == MORPH_STRETCH_SOFTENING
+    np.testing.assert_allclose(morphology_stretch(clean), sim_stamps.asinh_stretch(clean),
+                               atol=1e-6)
+
+
+def test_bad_data_inside_tiles_is_flagged_not_fatal(tmp_path):
+    url = str(tmp_path / "bad.zarr")
+    bands = ("F150W", "F200W", "F277W")  # other NIRCam bands missing from this survey
+    truth = make_gaussian_survey(url, shape=(384, 384), n_sources=25, seed=9, chunk=128,
+                                 bands=bands)
+    os.remove(os.path.join(url, "sci", "F277W", "c", "1", "1"))  # missing chunk
+    with open(os.path.join(url, "err", "F200W", "c", "2", "2"), "wb") as f:
+        f.write(b"\0" * 17)  # corrupt chunk
+    s = open_survey(url)
+    tiles = make_tiles(s.shape, 384, 128)  # step 128: 3 x 3 tiles
+    rows = []
+    for t in tiles:
+        cols = extract_tile(s, t, detection=DetectionConfig(threshold_sigma=3.0))
+        rows.append(cols)
+    flags = np.concatenate([r["flags"] for r in rows])
+    reasons = np.concatenate([r["flag_reason"] for r in rows])
+    assert len(flags) >= 12
+    assert (flags & int(Flag.BAND_MISSING)).all()  # F090W, F115W, F356W, F444W absent
+    assert all("F090W" in r for r in reasons)
+    f090 = np.concatenate([r["flux_F090W"] for r in rows])
+    assert np.isnan(f090).all()
+    mb = np.concatenate([r["multiband_flux"] for r in rows])
+    assert (mb[:, NIRCAM_BANDS.index("F090W")] == 0).all()
+    missing = flags & int(Flag.MISSING_DATA) != 0
+    assert missing.any()
+    assert any("missing chunk sci/F277W/c/1/1" in r for r in reasons[missing])
+    assert any("corrupt chunk err/F200W/c/2/2" in r for r in reasons[missing])
+    # sources in the damaged chunk are still found from the remaining bands
+    xs = np.concatenate([r["x"] for r in rows])
+    ys = np.concatenate([r["y"] for r in rows])
+    inside = (truth["x"] > 130) & (truth["x"] < 250) & (truth["y"] > 130) & (truth["y"] < 250)
+    for tx, ty in zip(truth["x"][inside], truth["y"][inside], strict=True):
+        if truth["flux_F150W"][np.flatnonzero(truth["x"] == tx)[0]] > 100:
+            assert np.hypot(xs - tx, ys - ty).min() < 1.0
+
+
+def test_all_nan_region_and_no_detection_band(tmp_path):
+    shape = (256, 256)
+    sci, err, truth = gaussian_images(shape, 8, seed=2, bands=("F200W",))
+    sci["F200W"][:, 128:] = np.nan
+    url = str(tmp_path / "nan.zarr")
+    from galscale.survey.store import write_survey
+
+    write_survey(url, sci, err, tan_header(shape), pixel_scale_arcsec=0.03, zeropoint_ab=31.4,
+                 chunk=128)
+    s = open_survey(url)
+    tile = make_tiles(shape, 512, 128)[0]
+    cols = extract_tile(s, tile, detection=DetectionConfig(bands=("F200W",), threshold_sigma=3))
+    assert (cols["x"] < 128).all()  # nothing invented in the empty half
+    pos = project_positions({"ra": s.wcs.pixel_to_world_values(200.0, 100.0)[0:1],
+                             "dec": s.wcs.pixel_to_world_values(200.0, 100.0)[1:2]}, s)
+    c2 = extract_tile(s, tile, positions=pos, detection=DetectionConfig(bands=("F200W",)))
+    assert c2["flags"][0] & int(Flag.NO_DATA) and "no band has data" in c2["flag_reason"][0]
+    assert np.isnan(c2["flux_F200W"][0]) and c2["masked_fraction"][0] > 0.4
+    with pytest.raises(ValueError, match="none of the detection bands"):
+        extract_tile(s, tile, detection=DetectionConfig(bands=("F444W",)))
