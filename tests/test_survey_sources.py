@@ -10,7 +10,6 @@ import pytest
 from galscale.config import MORPHOLOGY_BANDS, NIRCAM_BANDS, DetectionConfig
 from galscale.survey.completeness import completeness, truth_snr
 from galscale.survey.cutouts import (
-    MORPH_STRETCH_SOFTENING,
     CutoutConfig,
     make_cutouts,
     morphology_stretch,
@@ -115,17 +114,6 @@ def test_morphology_stretch_properties():
     np.testing.assert_allclose(out[1, :, 8:, 8:], out[0, :, 8:, 8:], atol=0.2)
     np.testing.assert_allclose(morphology_stretch(img * 7.0), out, atol=1e-6)  # scale-free
     assert CutoutConfig().morph_bands == MORPHOLOGY_BANDS
-
-
-def test_morphology_stretch_is_the_training_stretch():
-    """Survey cutouts and the simulator's training stamps share one stretch."""
-    sim_stamps = pytest.importorskip("galscale.sim.stamps")
-    yy, xx = np.mgrid[0:256, 0:256]
-    clean = np.stack([a * np.exp(-((xx - 128) ** 2 + (yy - 128) ** 2) / (2 * 9.0**2))
-                      for a in (3.0, 2.0, 1.0)])
-    assert sim_stamps.MORPH_STRETCH_SOFTENING == MORPH_STRETCH_SOFTENING
-    np.testing.assert_allclose(morphology_stretch(clean), sim_stamps.asinh_stretch(clean),
-                               atol=1e-6)
 
 
 def test_bad_data_inside_tiles_is_flagged_not_fatal(tmp_path):

@@ -3,9 +3,8 @@
 * `morphology_stamps`: clean 3-channel [N, 3, size, size] images (channels
   `config.MORPHOLOGY_BANDS` = F277W, F200W, F150W as R, G, B) of well-resolved disk and non-disk
   galaxies, stretched to [0, 1]; optionally with 1-3 contaminants and noise
-  (`contaminants.py`). Stretch: x = asinh(f / s) / asinh(f_max / s) with f_max the brightest
-  pixel over the three channels and s = `MORPH_STRETCH_SOFTENING` x f_max, so one stretch per
-  image keeps the colours.
+  (`contaminants.py`). Stretch: `galscale.survey.cutouts.morphology_stretch`, the same one the
+  survey cutouts use, so the models see one image distribution.
 * `redshift_stamps`: 7-band [N, 7, size, size] flux cubes in nJy/pixel with NIRCam-like noise,
   their 1-sigma error cubes and class labels (`config.REDSHIFT_CLASSES`: 0 low_z, 1 high_z,
   2 brown_dwarf), with magnitudes spanning S/N ~ 3 to > 1000.
@@ -25,9 +24,9 @@ from galscale.sim.noise import band_noise
 from galscale.sim.population import sample_population
 from galscale.sim.profiles import galaxy_profile, profile_extent_arcsec
 from galscale.sim.render import draw_bands, psf_fwhm_arcsec, stamp_size_for
+from galscale.survey.cutouts import morphology_stretch
 
 PIXEL_SCALE = 0.03
-MORPH_STRETCH_SOFTENING = 0.02
 MORPH_R_HALF_RANGE = (0.25, 0.8)  # arcsec: 8-27 pixels, resolved structure in 256 px stamps
 
 
@@ -49,16 +48,6 @@ def _draw_size(row: dict, size: int, bands: tuple[str, ...]) -> int:
     r_half = float(row["half_light_radius_arcsec"])
     ext = profile_extent_arcsec(row, r_half) + 3.0 * max(psf_fwhm_arcsec(b) for b in bands)
     return max(size, stamp_size_for(ext / PIXEL_SCALE))
-
-
-def asinh_stretch(flux: np.ndarray, softening: float = MORPH_STRETCH_SOFTENING) -> np.ndarray:
-    """[C, H, W] linear flux -> [0, 1] with one asinh stretch for all channels."""
-    f = np.clip(flux, 0.0, None)
-    fmax = float(f.max())
-    if fmax <= 0:
-        return np.zeros_like(f, dtype=np.float32)
-    s = softening * fmax
-    return (np.arcsinh(f / s) / np.arcsinh(fmax / s)).astype(np.float32)
 
 
 def morphology_stamps(n: int, seed: int, size: int = 256, contaminate: bool = False,
@@ -87,7 +76,7 @@ def morphology_stamps(n: int, seed: int, size: int = 256, contaminate: bool = Fa
         big = _draw_size(row, size, bands)
         img = draw_bands(prof, fl, bands, big, PIXEL_SCALE, off, knots, oversample=1)
         c0 = (big - size) // 2
-        stretched = asinh_stretch(img[:, c0:c0 + size, c0:c0 + size])
+        stretched = morphology_stretch(img[:, c0:c0 + size, c0:c0 + size], peak_box=None)
         if contaminate:
             stretched = add_contaminants(stretched, rng)
         if noise:
