@@ -150,7 +150,10 @@ def run_survey_job(cfg: SurveyJobConfig, *, progress: bool = True) -> RunSummary
     if pending:
         if not ray.is_initialized():
             ray.init(log_to_driver=False)
-        use_gpu = cfg.device != "cpu" and ray.cluster_resources().get("GPU", 0) > 0
+        # --device cuda always asks for GPUs (an autoscaling cluster then adds GPU nodes);
+        # auto uses them when the cluster has some now
+        use_gpu = cfg.device == "cuda" or (
+            cfg.device == "auto" and ray.cluster_resources().get("GPU", 0) > 0)
         board = ray.remote(num_cpus=0)(TileStatusBoard).remote()
         dataset = (
             ray.data.from_items(_tile_items(pending), override_num_blocks=len(pending))
