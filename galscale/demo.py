@@ -42,7 +42,7 @@ def run_demo(out: str, n_spectra: int = 300, seed: int = 0, quiet: bool = False)
     cfg = SurveyJobConfig(survey=str(sim_dir / "survey.zarr"), out=str(root / "runs"),
                           run_id="demo", tiling=TilingConfig())
     if not ray.is_initialized():
-        ray.init(num_cpus=os.cpu_count(), log_to_driver=False)
+        ray.init(address="local", num_cpus=os.cpu_count(), log_to_driver=False)
     first = run_survey_job(cfg, progress=not quiet)
     print(f"imaging pass: {first.one_line()}")
 

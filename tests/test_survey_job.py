@@ -58,7 +58,7 @@ def _values(table: pa.Table) -> pa.Table:
 @pytest.fixture(scope="module")
 def local_run(sim, tmp_path_factory):
     out = tmp_path_factory.mktemp("local")
-    ray.init(num_cpus=2, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, log_to_driver=False)
     try:
         summary = run_survey_job(_config(sim, out), progress=False)
     finally:
@@ -115,7 +115,7 @@ def test_s3_run_matches_local_run(local_run, sim, s3_server):
     fs.put(sim["survey"], f"{bucket}/field.zarr", recursive=True)
     cfg = SurveyJobConfig(survey=f"{bucket}/field.zarr", out=f"{bucket}/catalogs",
                           run_id="t", tiling=TILING, storage_endpoint=s3_server.endpoint_url)
-    ray.init(num_cpus=2, log_to_driver=False,
+    ray.init(address="local", num_cpus=2, log_to_driver=False,
              runtime_env={"env_vars": {k: os.environ[k] for k in
                                        ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}})
     try:
@@ -148,7 +148,7 @@ def test_killed_job_resumes_to_the_same_catalog(local_run, sim, tmp_path):
     assert not (tmp_path / "t" / "catalog.parquet").exists()
     mtimes = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "t" / "tiles").iterdir()}
 
-    ray.init(num_cpus=2, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, log_to_driver=False)
     try:
         resumed = run_survey_job(_config(sim, tmp_path), progress=False)
         assert resumed.ok and resumed.tiles_skipped == len(done_before)
@@ -186,7 +186,7 @@ def test_corrupt_chunks_flag_sources_instead_of_failing_the_run(sim, tmp_path):
     for chunk in (broken / "sci").glob("*/c/0/0"):
         chunk.write_bytes(b"not a zstd chunk")  # corrupt the first chunk of every band
     cfg = replace(_config(sim, tmp_path / "out"), survey=str(broken))
-    ray.init(num_cpus=2, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, log_to_driver=False)
     try:
         summary = run_survey_job(cfg, progress=False)
     finally:

@@ -93,8 +93,7 @@ def join_spectral_columns(survey_catalog: pa.Table, spectral: pa.Table) -> pa.Ta
     for source, target in JOINED_COLUMNS.items():
         column = spectral.column(source).to_numpy(zero_copy_only=False)
         taken = column[np.where(have, rows, 0)] if len(column) else np.zeros(len(ids), column.dtype)
-        mask = pa.array(~have)
-        out = out.append_column(target, pa.array(taken, mask=mask))
+        out = out.append_column(target, pa.array(taken, mask=~have))
     return out
 
 
