@@ -45,10 +45,14 @@ class DetectionConfig:
     """Source detection on the inverse-variance-weighted stack of `bands`."""
 
     bands: tuple[str, ...] = ("F150W", "F200W", "F277W", "F356W", "F444W")
-    threshold_sigma: float = 1.5
-    min_area: int = 5
-    deblend_nthresh: int = 32
-    deblend_cont: float = 0.005
+    # defaults for JWST-like deep fields: see docs/survey-format.md ("Detection defaults")
+    threshold_sigma: float = 2.2  # per-pixel S/N of the 3x3-filtered stack
+    min_area: int = 8  # connected pixels above threshold
+    deblend_nthresh: int = 64
+    deblend_cont: float = 1e-4  # faint galaxies next to 10^4 x brighter ones still split
+    filter_fwhm_arcsec: float = 0.0  # Gaussian matched-filter FWHM; 0: SEP's 3x3 kernel
+    clean: bool = True
+    clean_param: float = 1.0
 
 
 # 5-sigma point-source depth (AB) of simulated surveys, background-limited, in a 0.3"-diameter
