@@ -1,0 +1,1 @@
+"""Held-out evaluation of galscale models (metrics JSON + pictures)."""
