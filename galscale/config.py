@@ -96,6 +96,10 @@ class SpectralEmbeddingConfig:
     gmm_restarts: int = 5
     silhouette_sample: int = 5000
     seed: int = 0
+    # Spectra whose log10 reconstruction MSE lies more than this many robust standard deviations
+    # (1.4826 MAD) above the fit set's median are flagged (noise/artifact dominated) and left out
+    # of the UMAP fit and the clusters; 0 disables the flag.
+    recon_flag_nsigma: float = 3.0
 
 
 JOB_STAGES: tuple[str, ...] = ("morphology", "redshift", "spectra")

@@ -17,7 +17,7 @@ from galscale.survey.synthetic import make_gaussian_survey
 from galscale.survey.tiling import make_tiles
 
 BANDS = ("F150W", "F200W", "F277W")
-DET = DetectionConfig(bands=BANDS, threshold_sigma=3.0)
+DET = DetectionConfig(bands=BANDS, threshold_sigma=3.0, min_area=5)
 
 
 def _run(survey_url, out, run_id, options=None):

@@ -172,3 +172,83 @@ def test_all_nan_region_and_no_detection_band(tmp_path):
     assert np.isnan(c2["flux_F200W"][0]) and c2["masked_fraction"][0] > 0.4
     with pytest.raises(ValueError, match="none of the detection bands"):
         extract_tile(s, tile, detection=DetectionConfig(bands=("F444W",)))
+
+
+# ---------------------------------------------------------------------------------------------
+# deep-field behaviour: faint sources beside bright ones, truth light centroids and S/N
+
+
+def _gauss(shape, x, y, sigma, flux):
+    yy, xx = np.mgrid[0:shape[0], 0:shape[1]]
+    return flux / (2 * np.pi * sigma**2) * np.exp(-0.5 * ((xx - x) ** 2 + (yy - y) ** 2)
+                                                  / sigma**2)
+
+
+@pytest.fixture(scope="module")
+def bright_and_faint(tmp_path_factory):
+    """Pairs of a bright Gaussian and a 1/1000 as bright one 10.9-12.4 px away (their
+    isophotes touch), white noise of 1."""
+    from galscale.survey.store import write_survey
+
+    shape = (160, 400)
+    rng = np.random.default_rng(3)
+    clean, faint = np.zeros(shape), []
+    for k in range(4):
+        bx, by = 50.0 + 95 * k + rng.uniform(-0.5, 0.5), 80.0 + rng.uniform(-0.5, 0.5)
+        fx, fy = bx + 10.9 + k * 0.5, by + 0.4 * k
+        clean += _gauss(shape, bx, by, 2.0, 300000.0) + _gauss(shape, fx, fy, 1.5, 300.0)
+        faint.append((fx, fy))
+    sci = {b: (clean + rng.standard_normal(shape)).astype(np.float32) for b in DET.bands}
+    err = {b: np.ones(shape, np.float32) for b in DET.bands}
+    url = str(tmp_path_factory.mktemp("pairs") / "pairs.zarr")
+    write_survey(url, sci, err, tan_header(shape), pixel_scale_arcsec=0.03, zeropoint_ab=31.4,
+                 chunk=128)
+    s = open_survey(url)
+    det = detect_sources(s, s.read_block(s.bands, 0, shape[0], 0, shape[1]), config=DET,
+                         bands=DET.bands)
+    return np.array(faint), det
+
+
+def test_faint_neighbour_of_a_bright_source_is_deblended_and_centred(bright_and_faint):
+    # S/N of each faint source ~ 300 / sqrt(4 pi 1.5^2) / sqrt(5 bands)^-1 ~ 100 in the stack;
+    # with SExtractor-like defaults (deblend_cont 0.005) they merge into the bright one, and a
+    # windowed centroid over all pixels is pulled towards the bright neighbour by pixels
+    faint, det = bright_and_faint
+    d = np.hypot(det["x"][:, None] - faint[:, 0], det["y"][:, None] - faint[:, 1])
+    j = d.argmin(0)
+    assert (d.min(0) < 0.5).all(), d.min(0)
+    assert (det["flags"][j] & Flag.BLENDED).all()
+    assert not (det["flags"][j] & Flag.TRUNCATED).any()  # neighbour pixels are not "no data"
+    f, e = det["flux_F277W"][j], det["flux_err_F277W"][j]
+    # pixels of the bright neighbour's segment are left out of the aperture; its wing under the
+    # faint source's own segment (here ~100x the faint source's surface brightness) is not
+    assert ((f > 0.8 * 300.0) & (f < 1.25 * 300.0)).all(), (f, e)
+
+
+def test_detection_defaults_and_kernel():
+    from galscale.survey.sources import gaussian_kernel
+
+    assert gaussian_kernel(0.0) is None
+    k = gaussian_kernel(3.3)
+    assert k.shape[0] == k.shape[1] and k.shape[0] % 2 == 1 and k.shape[0] >= 7
+    assert abs(k.sum() - 1.0) < 1e-12 and k.argmax() == k.size // 2
+    assert DET.deblend_cont <= 1e-3 and DET.threshold_sigma >= 2.0
+
+
+def test_light_truth_centroid_and_aperture_snr():
+    from galscale.sim.survey import light_truth
+
+    n, sigma = 64, 2.0
+    one = _gauss((n, n), 31.3, 32.6, sigma, 1000.0)
+    x, y, snr = light_truth(one, 31.3, 32.6, 1.0)
+    assert abs(x - 31.3) < 1e-3 and abs(y - 32.6) < 1e-3
+    # AUTO aperture of a Gaussian: 2.5 Kron radii = 2.5 sqrt(pi/2) sigma holds ~94% of the light
+    r = 2.5 * np.sqrt(np.pi / 2) * sigma
+    expect = 1000.0 * (1 - np.exp(-0.5 * (r / sigma) ** 2)) / np.sqrt(np.pi * r * r)
+    assert abs(snr / expect - 1) < 0.05, (snr, expect)
+    # two nuclei: the profile centre between them is not where the light is; with the merger
+    # window the brighter nucleus is returned
+    pair = _gauss((n, n), 24.0, 32.0, 2.0, 600.0) + _gauss((n, n), 40.0, 32.0, 2.0, 300.0)
+    x, y, _ = light_truth(pair, 32.0, 32.0, 1.0, peak_window_px=2.0)
+    assert abs(x - 24.0) < 0.2 and abs(y - 32.0) < 0.05
+    assert light_truth(np.zeros((n, n)), 5.0, 6.0, 1.0) == (5.0, 6.0, 0.0)

@@ -60,7 +60,7 @@ def test_ids_deterministic():
     assert a == b and [t.tile_id for t in a][:3] == ["r0000c0000", "r0000c0001", "r0000c0002"]
 
 
-DETECT = DetectionConfig(threshold_sigma=2.5)  # fewer noise peaks: keeps the test fast
+DETECT = DetectionConfig(threshold_sigma=2.5, min_area=5)  # fewer noise peaks: keeps the test fast
 _rng = np.random.default_rng(7)
 RANDOM_TILINGS = [(int(_rng.integers(MIN_MARGIN, 160)), int(_rng.integers(150, 330)))
                   for _ in range(3)]

@@ -16,34 +16,41 @@ from galscale.config import REDSHIFT_CLASSES
 
 
 def match_to_truth(catalog: pa.Table, truth: pa.Table, radius_px: float = 2.0) -> np.ndarray:
-    """Index into `truth` of each catalog row's nearest truth source, -1 beyond `radius_px`."""
+    """Index into `truth` of each catalog row's nearest truth source, -1 beyond `radius_px`.
+
+    Uses the truth light centroid (`x_light`, `y_light`) when the simulator wrote it: for
+    mergers and clumpy galaxies the profile centre is not where the light is.
+    """
     if catalog.num_rows == 0 or truth.num_rows == 0:
         return np.full(catalog.num_rows, -1, dtype=np.int64)
-    tree = cKDTree(np.column_stack([np.asarray(truth["x"]), np.asarray(truth["y"])]))
+    xcol, ycol = ("x_light", "y_light") if "x_light" in truth.column_names else ("x", "y")
+    tree = cKDTree(np.column_stack([np.asarray(truth[xcol]), np.asarray(truth[ycol])]))
     dist, index = tree.query(np.column_stack([np.asarray(catalog["x"]), np.asarray(catalog["y"])]))
     return np.where(dist <= radius_px, index, -1).astype(np.int64)
 
 
-def bright_truth(truth: pa.Table, bright_mag: float, band: str = "F277W") -> np.ndarray:
-    """Truth sources brighter than `bright_mag` (AB) in `band`: well above the detection limit
-    (the simulated 5-sigma depth is about 29.6 in F277W)."""
-    return np.nan_to_num(np.asarray(truth[f"mag_{band}"], dtype=float), nan=99.0) < bright_mag
+def bright_truth(truth: pa.Table, min_snr: float = 10.0) -> np.ndarray:
+    """Truth sources with detection S/N above `min_snr`: the simulator's `snr_det` (S/N in the
+    detection aperture of the noiseless source), else F277W brighter than 27 AB."""
+    if "snr_det" in truth.column_names:
+        return np.nan_to_num(np.asarray(truth["snr_det"], dtype=float)) > min_snr
+    return np.nan_to_num(np.asarray(truth["mag_F277W"], dtype=float), nan=99.0) < 27.0
 
 
 def compare_with_truth(catalog: pa.Table, truth: pa.Table, radius_px: float = 2.0,
-                       bright_mag: float = 27.0) -> dict[str, Any]:
+                       min_snr: float = 10.0) -> dict[str, Any]:
     """Completeness, duplicates and classification accuracies of a catalog against truth."""
     match = match_to_truth(catalog, truth, radius_px)
     matched = match >= 0
     truth_hits = np.bincount(match[matched], minlength=truth.num_rows)
     kinds = np.asarray(truth["kind"].to_pylist(), dtype=object)
-    bright = bright_truth(truth, bright_mag)
+    bright = bright_truth(truth, min_snr)
     result: dict[str, Any] = {
         "catalog_rows": catalog.num_rows,
         "truth_sources": truth.num_rows,
         "matched_rows": int(matched.sum()),
         "truth_detected_fraction": float((truth_hits > 0).mean()) if truth.num_rows else 0.0,
-        "bright_mag_F277W": bright_mag,
+        "bright_min_snr": min_snr,
         "bright_truth_sources": int(bright.sum()),
         "bright_detected_fraction": float((truth_hits[bright] > 0).mean()) if bright.any() else 0.0,
         "truth_matched_more_than_once": int((truth_hits > 1).sum()),

@@ -5,6 +5,11 @@ source once per band through that band's PSF (`render.py`), adds NIRCam-like noi
 (`noise.py`) and returns the mosaics with their truth. `write_simulated_survey` writes
 `<out>/survey.zarr` (galscale survey format, via `galscale.survey.store.write_survey`) and
 `<out>/truth.parquet`. The same config and seed give byte-identical arrays and truth.
+
+Besides the drawn parameters, the truth has, per source, `x_light`, `y_light` and `snr_det`
+(`light_truth` on its noiseless rendering in the inverse-variance stack of the default
+detection bands): where its light is and the AUTO-aperture S/N a detection catalog would
+report for it alone, for completeness measurements (docs/survey-format.md).
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from astropy.wcs import WCS
 
-from galscale.config import NIRCAM_BANDS, NJY_ZEROPOINT_AB, SimConfig, config_json
+from galscale.config import NIRCAM_BANDS, NJY_ZEROPOINT_AB, DetectionConfig, SimConfig, config_json
 from galscale.sim.noise import band_noise
 from galscale.sim.population import KINDS, sample_population
 from galscale.sim.profiles import galaxy_profile, profile_extent_arcsec
@@ -118,13 +123,75 @@ def _edge_taper(n: int) -> np.ndarray:
     return (0.5 * (1 + np.cos(np.pi * t))).astype(np.float64)
 
 
+def light_truth(stack: np.ndarray, cx: float, cy: float, sigma: float,
+                peak_window_px: float | None = None) -> tuple[float, float, float]:
+    """(x, y, S/N) of one noiseless source stamp `stack` (the detection stack, profile centre at
+    stamp pixel (cx, cy), background 1-sigma per pixel `sigma`).
+
+    x, y: the windowed centroid (SExtractor XWIN: Gaussian window of sigma 2 r_half / 2.35
+    around the light, iterated to its fixed point), i.e. where the light is, which for clumpy
+    irregulars and bars differs from the profile centre. With `peak_window_px` (mergers: two
+    galaxies that a deblender separates) the window has that sigma and starts at the brightest
+    pixel, so x, y are the brighter nucleus. S/N: flux in the Kron (AUTO)
+    ellipse, 2.5 Kron radii from the light-weighted second moments (at least a circle of 3.5
+    px), over sigma sqrt(area): what the detection catalog's `snr` reports for this source
+    alone, without noise. Coordinates are stamp pixels.
+    """
+    n = stack.shape[0]
+    yy, xx = np.mgrid[0:n, 0:n].astype(np.float64)
+    im = np.maximum(stack.astype(np.float64), 0.0)
+    total = im.sum()
+    if not total > 0:
+        return cx, cy, 0.0
+    r = np.hypot(xx - cx, yy - cy).ravel()
+    order = np.argsort(r)
+    r_half = float(r[order][np.searchsorted(np.cumsum(im.ravel()[order]), 0.5 * total)])
+    sw = 2.0 * max(r_half, 0.5) / 2.35
+    x, y = cx, cy
+    if peak_window_px is not None:
+        sw = peak_window_px
+        y, x = (float(v) for v in np.unravel_index(np.argmax(im), im.shape))
+    h = int(np.ceil(5.0 * sw)) + 1  # the window is < 4e-6 beyond 5 sigma
+    for _ in range(50):
+        ys = slice(max(int(y) - h, 0), int(y) + h + 2)
+        xs = slice(max(int(x) - h, 0), int(x) + h + 2)
+        w = im[ys, xs] * np.exp(-0.5 * ((xx[ys, xs] - x) ** 2 + (yy[ys, xs] - y) ** 2) / sw**2)
+        xn, yn = (w * xx[ys, xs]).sum() / w.sum(), (w * yy[ys, xs]).sum() / w.sum()
+        done = abs(xn - x) + abs(yn - y) < 1e-5
+        x, y = xn, yn
+        if done:
+            break
+    dx, dy = xx - x, yy - y
+    inner = im * (np.hypot(dx, dy) < 3.0 * max(r_half, 1.0))
+    f = inner.sum()
+    cov = np.array([[(inner * dx * dx).sum(), (inner * dx * dy).sum()],
+                    [(inner * dx * dy).sum(), (inner * dy * dy).sum()]]) / f
+    evals, evecs = np.linalg.eigh(cov)
+    a, b = np.sqrt(np.maximum(evals[::-1], 1e-6))
+    u = dx * evecs[0, 1] + dy * evecs[1, 1]  # along the major axis
+    v = dx * evecs[0, 0] + dy * evecs[1, 0]
+    re = np.hypot(u / a, v / b)
+    within = re < 6.0
+    kron = (re * im)[within].sum() / im[within].sum()
+    rk = 2.5 * kron
+    if rk * np.sqrt(a * b) < 3.5:
+        ap, area = np.hypot(dx, dy) < 3.5, np.pi * 3.5**2
+    else:
+        ap, area = re < rk, np.pi * a * b * rk**2
+    return float(x), float(y), float(stack[ap].sum() / (sigma * np.sqrt(area)))
+
+
 def render_sources(cols: dict[str, np.ndarray], x: np.ndarray, y: np.ndarray,
-                   bands: tuple[str, ...], shape: tuple[int, int],
-                   pixel_scale: float) -> tuple[np.ndarray, np.ndarray]:
-    """Noiseless mosaics float32 [n_bands, ny, nx] of all sources, and each one's stamp size."""
+                   bands: tuple[str, ...], shape: tuple[int, int], pixel_scale: float,
+                   stack_weights: np.ndarray | None = None,
+                   ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """Noiseless mosaics float32 [n_bands, ny, nx] of all sources, each one's stamp size, and
+    (when `stack_weights`, inverse variances per band, zero outside the detection bands, are
+    given) each source's `light_truth` on that stack: columns x_light, y_light, snr_det."""
     ny, nx = shape
     image = np.zeros((len(bands), ny, nx), dtype=np.float32)
     stamp = np.zeros(len(x), dtype=np.int32)
+    light = {k: np.full(len(x), np.nan) for k in ("x_light", "y_light", "snr_det")}
     fwhm_max = max(psf_fwhm_arcsec(b) for b in bands)
     fluxes = np.stack([cols[f"flux_{b}"] for b in bands], axis=1)
     point = galsim.DeltaFunction()
@@ -151,11 +218,21 @@ def render_sources(cols: dict[str, np.ndarray], x: np.ndarray, y: np.ndarray,
         if taper is not None:
             img = img * taper
         x0, y0 = ix - n // 2, iy - n // 2
+        if stack_weights is not None and stack_weights.sum() > 0:
+            w = np.asarray(stack_weights, np.float64)
+            stack = np.tensordot(w / w.sum(), img, axes=1)
+            peak = None  # mergers: the brighter nucleus (window of the primary's size + PSF)
+            if cols["kind"][i] not in ("star", "brown_dwarf") and cols["morph_type"][i] == "merger":
+                peak = 2.0 * np.hypot(float(cols["half_light_radius_arcsec"][i]) / pixel_scale,
+                                      1.5) / 2.35
+            lx, ly, light["snr_det"][i] = light_truth(stack, x[i] - x0, y[i] - y0,
+                                                      1.0 / np.sqrt(w.sum()), peak)
+            light["x_light"][i], light["y_light"][i] = lx + x0, ly + y0
         xa, ya = max(x0, 0), max(y0, 0)
         xb, yb = min(x0 + n, nx), min(y0 + n, ny)
         if xa < xb and ya < yb:
             image[:, ya:yb, xa:xb] += img[:, ya - y0:yb - y0, xa - x0:xb - x0].astype(np.float32)
-    return image, stamp
+    return image, stamp, light
 
 
 def simulate_survey(cfg: SimConfig | None = None) -> SimulatedSurvey:
@@ -175,12 +252,16 @@ def simulate_survey(cfg: SimConfig | None = None) -> SimulatedSurvey:
     y = rng.uniform(margin, cfg.size - 1 - margin, n)
     w = tan_wcs(cfg)
     ra, dec = w.wcs_pix2world(x, y, 0)
-    clean, stamp = render_sources(cols, x, y, bands, (cfg.size, cfg.size), cfg.pixel_scale_arcsec)
+    noises = [band_noise(b, cfg.depth_ab[b], cfg.pixel_scale_arcsec) for b in bands]
+    det_bands = DetectionConfig().bands
+    stack_w = np.array([1.0 / nz.sigma_bkg**2 if b in det_bands else 0.0
+                        for b, nz in zip(bands, noises, strict=True)])
+    clean, stamp, light = render_sources(cols, x, y, bands, (cfg.size, cfg.size),
+                                         cfg.pixel_scale_arcsec, stack_w)
     science, error = {}, {}
     for j, b in enumerate(bands):
         noise_rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, 20261, j]))
-        noise = band_noise(b, cfg.depth_ab[b], cfg.pixel_scale_arcsec)
-        science[b], error[b] = noise.add(clean[j], noise_rng)
+        science[b], error[b] = noises[j].add(clean[j], noise_rng)
     del clean
     columns: dict[str, Any] = {
         "source_id": np.arange(1, n + 1, dtype=np.int64),
@@ -189,6 +270,7 @@ def simulate_survey(cfg: SimConfig | None = None) -> SimulatedSurvey:
     }
     columns.update(cols)
     columns["stamp_size"] = stamp
+    columns.update(light)
     truth = pa.table({k: pa.array(list(v) if np.asarray(v).dtype == object else v)
                       for k, v in columns.items()})
     truth = truth.replace_schema_metadata({

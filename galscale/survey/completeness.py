@@ -1,11 +1,14 @@
 """Detection completeness against a truth catalog: recovery, position and flux accuracy.
 
 A truth source counts as recovered when a detection lies within `max_offset_px` (1 px) of it
-(nearest neighbour, one detection per truth source). The truth S/N is the matched-filter S/N of
-an elliptical Gaussian on the detection stack, S/N = F / (sigma_pix * sqrt(4 pi a b)), with F
-and sigma_pix the inverse-variance stack's flux and pixel noise: an upper bound on any
-aperture's S/N, so selecting S/N > 10 on it is conservative. Fluxes agree "within errors" when
+(nearest neighbour, one detection per truth source). Fluxes agree "within errors" when
 |f_measured - f_true| < 3 sigma_f (per source and band).
+
+Truth S/N: for Gaussian sources `truth_snr`, the matched-filter S/N on the detection stack,
+S/N = F / (sigma_pix * sqrt(4 pi a b)) (exact for Gaussians; an upper bound on any aperture's
+S/N). For galscale.sim surveys use the simulator's `snr_det` (noiseless AUTO-aperture S/N of
+each rendered source) and positions `x_light`, `y_light`: a Gaussian-equivalent S/N overstates
+Sersic and extended profiles by up to ~3x (docs/survey-format.md, "Detection completeness").
 """
 
 from __future__ import annotations
@@ -53,10 +56,16 @@ def truth_snr(truth: Mapping[str, np.ndarray], bands: Sequence[str],
 
 def completeness(detected: Mapping[str, np.ndarray], truth: Mapping[str, np.ndarray],
                  truth_sn: np.ndarray, bands: Sequence[str], snr_min: float = 10.0,
-                 max_offset_px: float = 1.0) -> Completeness:
-    """Compare detections (catalog columns) with truth (x, y, flux_<BAND>)."""
+                 max_offset_px: float = 1.0,
+                 position: tuple[str, str] = ("x", "y")) -> Completeness:
+    """Compare detections (catalog columns) with truth (`position` columns, flux_<BAND>).
+
+    `position` names the truth position columns: ("x_light", "y_light") for galscale.sim
+    truth (where the light is; the profile centre ("x", "y") of a merger or clumpy irregular
+    can lie pixels away from it).
+    """
     sel = truth_sn > snr_min
-    tx, ty = truth["x"][sel], truth["y"][sel]
+    tx, ty = truth[position[0]][sel], truth[position[1]][sel]
     tree = cKDTree(np.c_[detected["x"], detected["y"]])
     dist, idx = tree.query(np.c_[tx, ty])
     ok = dist <= max_offset_px
@@ -76,4 +85,18 @@ def completeness(detected: Mapping[str, np.ndarray], truth: Mapping[str, np.ndar
     )
 
 
-__all__ = ["Completeness", "truth_snr", "completeness"]
+def spurious(detected: Mapping[str, np.ndarray], truth: Mapping[str, np.ndarray],
+             radius_px: float = 2.0, position: tuple[str, str] = ("x", "y"),
+             det_snr_min: float = 0.0) -> tuple[int, int]:
+    """(spurious, total) detections with catalog snr >= det_snr_min; a detection is spurious
+    when no truth source (of any S/N) lies within `radius_px` of it: a noise peak or a
+    fragment of a shredded galaxy."""
+    use = np.asarray(detected["snr"]) >= det_snr_min
+    if not use.any():
+        return 0, 0
+    dist, _ = cKDTree(np.c_[truth[position[0]], truth[position[1]]]).query(
+        np.c_[detected["x"][use], detected["y"][use]])
+    return int((dist > radius_px).sum()), int(use.sum())
+
+
+__all__ = ["Completeness", "truth_snr", "completeness", "spurious"]

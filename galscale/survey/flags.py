@@ -23,6 +23,7 @@ class Flag(IntFlag):
     NO_DATA = 64  # centroid on a pixel without data: fluxes are NaN
     BAND_MISSING = 128  # one or more bands absent from the survey: their fluxes are NaN
     LOW_SNR = 256  # detection-stack S/N below 5
+    DUPLICATE_INPUT_ID = 2048  # the position catalog (--sources) repeats this row's id
     # set by the model stage (galscale.pipeline.inference)
     NO_MORPHOLOGY = 512  # morphology cutout unusable (non-finite or fully masked): p_disk NaN
     BANDS_ZEROED = 1024  # the redshift-class CNN saw bands without valid data, zeroed

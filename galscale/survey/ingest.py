@@ -79,6 +79,20 @@ def _pixel_area_sr(header: Any) -> float:
     return float(np.prod([s.to_value("rad") for s in scales]))
 
 
+def _check_complete(path: str, hdul: Any, extensions: Sequence[int | str]) -> None:
+    """Raise IngestError if the file ends before the data of `extensions` (a truncated copy
+    would otherwise fail half-way through the ingest, or not at all with memory mapping)."""
+    size = os.path.getsize(path)
+    for ext in extensions:
+        index = hdul.index_of(ext)
+        hdr = hdul[index].header
+        n = math.prod(int(hdr.get(f"NAXIS{i}", 0)) for i in range(1, int(hdr.get("NAXIS", 0)) + 1))
+        end = hdul.fileinfo(index)["datLoc"] + n * abs(int(hdr.get("BITPIX", 8))) // 8
+        if end > size:
+            raise IngestError(f"{path}: truncated FITS file: {size} bytes, but HDU {ext!r} "
+                              f"data ends at byte {end}")
+
+
 def inspect_file(path: str, zeropoint: float | None = None, convert_units: bool = True) -> BandFile:
     """Read the headers of one input and decide band, extensions, unit and zero point."""
     from astropy.io import fits
@@ -102,6 +116,7 @@ def inspect_file(path: str, zeropoint: float | None = None, convert_units: bool 
             for ext in (err_ext, wht_ext):
                 if ext is not None and hdul[ext].data is not None and hdul[ext].shape != shape:
                     raise IngestError(f"{path}: {ext} shape {hdul[ext].shape} != SCI {shape}")
+            _check_complete(path, hdul, [e for e in (sci_ext, err_ext, wht_ext) if e is not None])
     except OSError as exc:
         raise IngestError(f"{path}: not a readable FITS file ({exc})") from exc
     band = band_of(path, [prim, hdr])

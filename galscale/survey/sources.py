@@ -31,6 +31,7 @@ from galscale.survey.tiling import Tile, owner_pixel
 KRON_FACTOR = 2.5  # AUTO aperture = KRON_FACTOR x Kron radius (SExtractor's MAG_AUTO)
 MIN_APERTURE_PX = 3.5  # minimum AUTO / catalog-mode aperture radius in pixels
 IDS_PER_PIXEL = 8
+MIN_WINDOW_SIGMA_PX = 0.5  # smallest windowed-centroid Gaussian sigma (SEP winpos' minsig)
 
 
 def detection_image(block: SurveyBlock, bands: Sequence[str]) -> tuple[np.ndarray, np.ndarray,
@@ -57,6 +58,54 @@ def _sep_ready(image: np.ndarray, err: np.ndarray, mask: np.ndarray) -> tuple[np
             np.ascontiguousarray(np.where(mask, fill, err), np.float64))
 
 
+def gaussian_kernel(fwhm_px: float) -> np.ndarray | None:
+    """Normalised circular Gaussian of FWHM `fwhm_px` on an odd grid of +-3 sigma (at least
+    3x3), SEP's matched-filter kernel; None for fwhm_px <= 0 (SEP's default 3x3 kernel)."""
+    if not fwhm_px > 0:
+        return None
+    sigma = fwhm_px / 2.3548
+    h = max(1, int(np.ceil(3.0 * sigma)))
+    r = np.arange(-h, h + 1, dtype=np.float64)
+    k = np.exp(-0.5 * (r[:, None] ** 2 + r[None, :] ** 2) / sigma**2)
+    return k / k.sum()
+
+
+def windowed_centroids(data: np.ndarray, x: np.ndarray, y: np.ndarray, sig: np.ndarray,
+                       mask: np.ndarray, segmap: np.ndarray, seg_id: np.ndarray,
+                       max_iter: int = 30) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Windowed (SExtractor XWIN) centroids that ignore the pixels of other detected objects.
+
+    From (x, y), iterate the Gaussian-weighted (sigma `sig`) first moment of `data` over the
+    pixels in the object's own segment or in no segment, and not in `mask`, to its fixed point.
+    SEP's `winpos` uses every pixel, so a bright blended neighbour pulls the centroid of a
+    faint source towards itself by pixels. Returns (x, y, ok); ok is False where the weighted
+    flux is not positive or the iteration did not converge.
+    """
+    ny, nx = data.shape
+    xo, yo, ok = x.astype(np.float64).copy(), y.astype(np.float64).copy(), np.zeros(len(x), bool)
+    for i in range(len(x)):
+        h = int(np.ceil(4.0 * sig[i])) + 1
+        cx, cy = int(round(x[i])), int(round(y[i]))
+        xa, xb, ya, yb = max(cx - h, 0), min(cx + h + 1, nx), max(cy - h, 0), min(cy + h + 1, ny)
+        seg = segmap[ya:yb, xa:xb]
+        use = ((seg == 0) | (seg == seg_id[i])) & ~mask[ya:yb, xa:xb]
+        im = np.where(use, data[ya:yb, xa:xb], 0.0)
+        gy, gx = np.mgrid[ya:yb, xa:xb]
+        px, py = float(x[i]), float(y[i])
+        for _ in range(max_iter):
+            w = im * np.exp(-0.5 * ((gx - px) ** 2 + (gy - py) ** 2) / sig[i] ** 2)
+            tot = w.sum()
+            if not tot > 0:
+                break
+            nxp, nyp = (w * gx).sum() / tot, (w * gy).sum() / tot
+            step = abs(nxp - px) + abs(nyp - py)
+            px, py = nxp, nyp
+            if step < 1e-4:
+                xo[i], yo[i], ok[i] = px, py, True
+                break
+    return xo, yo, ok
+
+
 def source_ids(px: np.ndarray, py: np.ndarray, nx: int, order_key: np.ndarray) -> np.ndarray:
     """Survey-unique int64 ids from owner pixels; `order_key` ranks sources sharing a pixel."""
     base = py.astype(np.int64) * int(nx) + px.astype(np.int64)
@@ -73,12 +122,16 @@ def source_ids(px: np.ndarray, py: np.ndarray, nx: int, order_key: np.ndarray) -
 
 def photometry(block: SurveyBlock, x: np.ndarray, y: np.ndarray, a: np.ndarray, b: np.ndarray,
                theta: np.ndarray, r: np.ndarray, bands: Sequence[str],
-               zeropoint_ab: Mapping[str, float]) -> tuple[dict[str, np.ndarray], np.ndarray]:
+               zeropoint_ab: Mapping[str, float], segmap: np.ndarray | None = None,
+               seg_id: np.ndarray | None = None) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Elliptical-aperture flux, error and AB mag per band at local block positions.
 
-    Apertures with r <= 0 are circles of radius MIN_APERTURE_PX. Bands not in the block give
-    NaN. Returns (columns, truncated mask).
+    Apertures with r <= 0 are circles of radius MIN_APERTURE_PX. With a detection `segmap`
+    (int32, block-sized) and each source's `seg_id`, pixels of other detected objects are left
+    out of the sums, so a blended neighbour's light does not enter the flux. Bands not in the
+    block give NaN. Returns (columns, truncated mask).
     """
+    seg_kw: dict[str, Any] = {}
     cols: dict[str, np.ndarray] = {}
     n = len(x)
     trunc = np.zeros(n, bool)
@@ -96,14 +149,26 @@ def photometry(block: SurveyBlock, x: np.ndarray, y: np.ndarray, a: np.ndarray, 
             flg = np.zeros(n, np.int64)
             if (~circ).any():
                 i = ~circ
+                if segmap is not None:
+                    seg_kw = {"segmap": segmap, "seg_id": seg_id[i]}
                 fl[i], fe[i], flg[i] = sep.sum_ellipse(data, x[i], y[i], a[i], b[i], theta[i],
-                                                       r[i], err=e, mask=bad, subpix=5)
+                                                       r[i], err=e, mask=bad, subpix=5,
+                                                       **seg_kw)
             if circ.any():
+                if segmap is not None:
+                    seg_kw = {"segmap": segmap, "seg_id": seg_id[circ]}
                 fl[circ], fe[circ], flg[circ] = sep.sum_circle(data, x[circ], y[circ],
                                                                MIN_APERTURE_PX, err=e, mask=bad,
-                                                               subpix=5)
+                                                               subpix=5, **seg_kw)
             flux, ferr = fl, fe
-            trunc |= (flg & (sep.APER_TRUNC | sep.APER_HASMASKED)) != 0
+            if segmap is None:
+                trunc |= (flg & (sep.APER_TRUNC | sep.APER_HASMASKED)) != 0
+            else:  # segmap pixels set APER_HASMASKED too: count only no-data pixels here
+                nbad, _, _ = sep.sum_ellipse(bad.astype(np.float64), x, y,
+                                             np.where(circ, 1.0, a), np.where(circ, 1.0, b),
+                                             np.where(circ, 0.0, theta),
+                                             np.where(circ, MIN_APERTURE_PX, r), subpix=1)
+                trunc |= ((flg & sep.APER_TRUNC) != 0) | (nbad > 0)
             allmasked = (flg & sep.APER_ALLMASKED) != 0
             flux[allmasked] = np.nan
             ferr[allmasked] = np.nan
@@ -155,33 +220,44 @@ def detect_sources(survey: Survey, block: SurveyBlock, tile: Tile | None = None,
     data, e = _sep_ready(image, err, mask)
     sep.set_extract_pixstack(max(sep.get_extract_pixstack(), 3 * data.size))
     sep.set_sub_object_limit(max(sep.get_sub_object_limit(), 4096))
-    objs = sep.extract(data, config.threshold_sigma, err=e, mask=mask, minarea=config.min_area,
-                       deblend_nthresh=config.deblend_nthresh, deblend_cont=config.deblend_cont)
+    kernel = gaussian_kernel(config.filter_fwhm_arcsec / survey.pixel_scale_arcsec)
+    kw: dict[str, Any] = {} if kernel is None else {"filter_kernel": kernel}
+    objs, segmap = sep.extract(data, config.threshold_sigma, err=e, mask=mask,
+                               minarea=config.min_area, deblend_nthresh=config.deblend_nthresh,
+                               deblend_cont=config.deblend_cont, clean=config.clean,
+                               clean_param=config.clean_param, filter_type="matched",
+                               segmentation_map=True, **kw)
+    segmap = np.ascontiguousarray(segmap, np.int32)
+    seg_id = np.arange(1, len(objs) + 1, dtype=np.int32)
     xs, ys = objs["x"].astype(np.float64), objs["y"].astype(np.float64)
     a, b, th = objs["a"].astype(np.float64), objs["b"].astype(np.float64), objs["theta"]
     th = np.clip(th.astype(np.float64), -np.pi / 2, np.pi / 2)
     ok = np.isfinite(xs) & np.isfinite(ys) & (a > 0) & (b > 0)
-    xs, ys, a, b, th, oflag = xs[ok], ys[ok], a[ok], b[ok], th[ok], objs["flag"][ok]
-    # windowed centroid: sigma = 2 * r_half / 2.35 (SExtractor's XWIN convention)
-    rh, _ = sep.flux_radius(data, xs, ys, 6.0 * a, 0.5, mask=mask, subpix=5) if len(xs) else (
-        np.zeros(0), None)
-    sig = 2.0 * np.where(np.isfinite(rh) & (rh > 0), rh, 1.0) / 2.35
-    xw, yw, wflag = sep.winpos(data, xs, ys, sig, mask=mask) if len(xs) else (xs, ys, xs)
-    good = (np.asarray(wflag) == 0) & np.isfinite(xw) & np.isfinite(yw) & (
-        np.hypot(xw - xs, yw - ys) < 2.0)
+    xs, ys, a, b, th, oflag, seg_id = (xs[ok], ys[ok], a[ok], b[ok], th[ok], objs["flag"][ok],
+                                       seg_id[ok])
+    # windowed centroid: sigma = 2 * r_half / 2.35 (SExtractor's XWIN convention), with r_half
+    # = 1.18 sqrt(a b) from the object's own (deblended) isophotal moments, as for a Gaussian:
+    # a half-light radius measured in a circle would take in the light of blended neighbours
+    # and widen the window towards them
+    sig = np.maximum(2.0 * 1.1774 * np.sqrt(a * b) / 2.35, MIN_WINDOW_SIGMA_PX)
+    xw, yw, wok = windowed_centroids(data, xs, ys, sig, mask, segmap, seg_id)
+    good = wok & np.isfinite(xw) & np.isfinite(yw) & (np.hypot(xw - xs, yw - ys) < 2.0)
     xw, yw = np.where(good, xw, xs), np.where(good, yw, ys)
     sx, sy = xw + block.x0, yw + block.y0
     keep = tile.owns(sx, sy, survey.shape) if tile is not None else np.ones(len(sx), bool)
-    xw, yw, sx, sy, a, b, th, oflag = (v[keep] for v in (xw, yw, sx, sy, a, b, th, oflag))
+    xw, yw, sx, sy, a, b, th, oflag, seg_id = (v[keep] for v in (xw, yw, sx, sy, a, b, th,
+                                                                 oflag, seg_id))
     n = len(sx)
-    kr, _ = sep.kron_radius(data, xw, yw, a, b, th, 6.0, mask=mask) if n else (np.zeros(0), 0)
+    kr, _ = sep.kron_radius(data, xw, yw, a, b, th, 6.0, mask=mask, segmap=segmap,
+                            seg_id=seg_id) if n else (np.zeros(0), 0)
     r = KRON_FACTOR * np.where(np.isfinite(kr), kr, 0.0)
     r = np.where(r * np.sqrt(a * b) < MIN_APERTURE_PX, 0.0, r)
     stack_block = SurveyBlock(bands=["_stack"], y0=block.y0, x0=block.x0,
                               sci=image[None].astype(np.float32),
                               err=np.where(mask, np.nan, err)[None].astype(np.float32))
-    sc, _ = photometry(stack_block, xw, yw, a, b, th, r, ["_stack"], {})
-    cols, trunc = photometry(block, xw, yw, a, b, th, r, bands, survey.zeropoint_ab)
+    sc, _ = photometry(stack_block, xw, yw, a, b, th, r, ["_stack"], {}, segmap, seg_id)
+    cols, trunc = photometry(block, xw, yw, a, b, th, r, bands, survey.zeropoint_ab, segmap,
+                             seg_id)
     fr, _ = sep.flux_radius(data, xw, yw, 6.0 * a, 0.5, normflux=sc["flux__stack"], mask=mask,
                             subpix=5) if n else (np.zeros(0), None)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -256,6 +332,12 @@ def project_positions(table: Any, survey: Survey) -> dict[str, np.ndarray]:
     for i in np.flatnonzero(off):
         add_flag(flags, reasons, i, Flag.OFF_SURVEY,
                  f"pixel ({x[i]:.1f}, {y[i]:.1f}) outside grid {nx}x{ny}")
+    if idn:  # repeated input ids: every copy is kept and flagged, none silently merged
+        uniq, counts = np.unique(input_id, return_counts=True)
+        repeats = dict(zip(uniq[counts > 1].tolist(), counts[counts > 1].tolist(), strict=True))
+        for i in np.flatnonzero(np.isin(input_id, list(repeats))):
+            add_flag(flags, reasons, i, Flag.DUPLICATE_INPUT_ID,
+                     f"input id {input_id[i]} appears {repeats[int(input_id[i])]} times")
     return {"ra": ra, "dec": dec, "x": x, "y": y, "input_id": input_id, "flags": flags,
             "reasons": np.array(reasons + [[]], dtype=object)[:-1]}
 

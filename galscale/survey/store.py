@@ -61,6 +61,18 @@ class CorruptChunkError(ChunkError):
     """A chunk exists but does not decode."""
 
 
+class StorageReadError(SurveyError, OSError):
+    """The storage could not deliver a key (5xx, throttling, reset, timeout) after its retries.
+
+    Not a `ChunkError`: the data may be fine, so it is never turned into NaN pixels; the tile
+    fails with this reason and a rerun retries it.
+    """
+
+    def __init__(self, message: str, key: str):
+        super().__init__(message)
+        self.key = key
+
+
 # ---------------------------------------------------------------------------------------------
 # storage helpers
 
@@ -70,12 +82,30 @@ def is_remote(url: str) -> bool:
     return "://" in url and not url.startswith("file://")
 
 
+# Default S3 retry policy (botocore "standard" mode: 500/502/503/504, throttling such as
+# SlowDown, connection resets and timeouts, exponential back-off with jitter, at most 20 s a
+# wait). s3fs retries truncated bodies and SlowDown on top (`retries`, back-off 0.1 s * 1.7^i).
+# AWS_MAX_ATTEMPTS / AWS_RETRY_MODE in the environment, or `config_kwargs={"retries": ...}` in
+# the storage options, override it.
+S3_RETRIES = {"mode": "standard", "max_attempts": 5}
+
+
 def resolve_storage_options(url: str, storage_options: Mapping[str, Any] | None) -> dict[str, Any]:
-    """Storage options for `url`; for s3:// adds `endpoint_url` from env AWS_ENDPOINT_URL.
+    """Storage options for `url`; for s3:// adds `endpoint_url` from env AWS_ENDPOINT_URL and
+    the retry policy `S3_RETRIES` (unless given).
 
     Credentials come from the standard AWS environment (or instance roles) via s3fs/botocore.
     """
     opts = dict(storage_options or {})
+    if url.startswith("s3://"):
+        config_kwargs = dict(opts.get("config_kwargs") or {})
+        if "retries" not in config_kwargs:
+            config_kwargs["retries"] = {
+                "mode": os.environ.get("AWS_RETRY_MODE", S3_RETRIES["mode"]),
+                "max_attempts": int(os.environ.get("AWS_MAX_ATTEMPTS",
+                                                   S3_RETRIES["max_attempts"])),
+            }
+        opts["config_kwargs"] = config_kwargs
     if url.startswith("s3://") and "endpoint_url" not in opts:
         client_kwargs = opts.get("client_kwargs") or {}
         env = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
@@ -112,10 +142,17 @@ def _is_chunk_key(key: str) -> bool:
 
 
 class StrictChunkStore(WrapperStore):
-    """Read-only wrapper that raises `MissingChunkError` for absent chunk keys."""
+    """Read-only wrapper that raises `MissingChunkError` for absent chunk keys, and
+    `StorageReadError` when the storage itself fails (so a transport error is never mistaken
+    for a corrupt chunk)."""
 
     async def get(self, key, prototype, byte_range=None):  # noqa: ANN001, ANN201 (zarr API)
-        buf = await self._store.get(key, prototype, byte_range)
+        try:
+            buf = await self._store.get(key, prototype, byte_range)
+        except Exception as exc:
+            raise StorageReadError(
+                f"reading {key!r} failed after retries: {type(exc).__name__}: {exc}", key
+            ) from exc
         if buf is None and _is_chunk_key(key):
             raise MissingChunkError(f"missing Zarr chunk {key!r}", key)
         return buf
@@ -391,7 +428,7 @@ class Survey:
         arr = self.array(band, kind)
         try:
             return np.asarray(arr[y0:y1, x0:x1], dtype=np.float32)
-        except MissingChunkError:
+        except (MissingChunkError, StorageReadError):
             raise
         except Exception as exc:  # codec failure: name the chunk(s) involved
             key = f"{kind}/{band}/c/{y0 // self.chunk}/{x0 // self.chunk}"
@@ -407,7 +444,8 @@ class Survey:
 
         With `strict=False` a missing or corrupt chunk does not abort the read: its pixels
         become NaN (so sources over them are flagged) and the problem is listed in
-        `block.problems`. With `strict=True` it raises `ChunkError`.
+        `block.problems`. With `strict=True` it raises `ChunkError`. A storage failure
+        (`StorageReadError`) always raises: unreadable is not the same as damaged.
         """
         bands = self.require_bands(bands)
         h, w = y1 - y0, x1 - x0
@@ -485,7 +523,7 @@ def open_survey(url: str, storage_options: Mapping[str, Any] | None = None) -> S
 
 __all__ = [
     "FORMAT_VERSION", "SurveyError", "SurveyFormatError", "MissingBandError", "ChunkError",
-    "MissingChunkError", "CorruptChunkError", "SurveyWriter", "write_survey", "Survey",
+    "MissingChunkError", "CorruptChunkError", "StorageReadError", "S3_RETRIES", "SurveyWriter", "write_survey", "Survey",
     "SurveyBlock", "open_survey", "open_fs", "resolve_storage_options", "wcs_cards",
     "band_order", "is_remote",
 ]
