@@ -134,7 +134,8 @@ def _evaluate(task: TrainTask, model: torch.nn.Module, loader: DataLoader, devic
             loss, metrics = task.loss(model, _to_device(batch, device))
             sums["val_loss"] = sums.get("val_loss", 0.0) + float(loss)
             for key, value in metrics.items():
-                sums[f"val_{key}"] = sums.get(f"val_{key}", 0.0) + float(value)
+                if key != "loss":
+                    sums[f"val_{key}"] = sums.get(f"val_{key}", 0.0) + float(value)
             batches += 1
     model.train()
     return {k: v / max(batches, 1) for k, v in sums.items()}
@@ -227,7 +228,8 @@ def _worker_loop(config: dict[str, Any]) -> None:
             seen += 1
             running["loss"] = running.get("loss", 0.0) + float(loss)
             for key, value in metrics.items():
-                running[key] = running.get(key, 0.0) + float(value)
+                if key != "loss":  # the loop records the loss itself
+                    running[key] = running.get(key, 0.0) + float(value)
             if cfg.max_steps and state["step"] >= cfg.max_steps:
                 stop = True
                 break
