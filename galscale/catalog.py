@@ -290,6 +290,11 @@ def write_survey_catalog(out_url: str, run_id: str = "run",
     url = _join(out_url, run_id, CATALOG_FILE)
     buf = io.BytesIO()
     pq.write_table(table, buf, compression="zstd")
+    try:
+        if _get_bytes(url, storage_options) == buf.getvalue():
+            return url  # unchanged: a rerun of a finished run rewrites nothing
+    except FileNotFoundError:
+        pass
     _put_bytes(url, buf.getvalue(), storage_options)
     return url
 
@@ -303,12 +308,39 @@ def write_run_summary(out_url: str, run_id: str, summary: Mapping[str, Any],
     return url
 
 
+def catalog_differences(got: pa.Table, expected: pa.Table, model_atol: float = 0.0) -> list[str]:
+    """How two catalogs differ, row for row and value for value (NaN equals NaN, unlike
+    `Table.equals`); provenance metadata is ignored. `model_atol` tolerates that much absolute
+    difference in the model probabilities (`p_*`) only: CPU kernels round differently when rows
+    are batched differently (e.g. after a node death). An empty list means the same catalog."""
+    if got.schema.names != expected.schema.names:
+        return [f"columns differ: {got.schema.names} vs {expected.schema.names}"]
+    if got.num_rows != expected.num_rows:
+        return [f"{got.num_rows} rows vs {expected.num_rows}"]
+    problems = []
+    for name in expected.schema.names:
+        a, b = got[name], expected[name]
+        if a.type != b.type:
+            problems.append(f"column {name!r}: type {a.type} vs {b.type}")
+        elif pa.types.is_floating(b.type):
+            x, y = a.to_numpy(), b.to_numpy()
+            if not np.array_equal(np.isnan(x), np.isnan(y)):
+                problems.append(f"column {name!r}: NaNs differ")
+                continue
+            diff = float(np.max(np.abs(x - y), initial=0.0, where=~np.isnan(y)))
+            if diff > (model_atol if name.startswith("p_") else 0.0):
+                problems.append(f"column {name!r} differs by {diff}")
+        elif a.to_pylist() != b.to_pylist():
+            problems.append(f"column {name!r} differs")
+    return problems
+
+
 # Public names of the byte helpers: other run products (spectral catalog, report) use them.
 put_bytes = _put_bytes
 get_bytes = _get_bytes
 
 __all__ = [
-    "put_bytes", "get_bytes", "catalog_schema", "to_table", "write_tile_catalog", "record_failed_tile", "finished_tiles",
+    "put_bytes", "get_bytes", "catalog_differences", "catalog_schema", "to_table", "write_tile_catalog", "record_failed_tile", "finished_tiles",
     "failed_tiles", "read_manifests", "gather_catalog", "write_survey_catalog",
     "write_run_summary", "read_provenance", "provenance_record", "tile_file", "manifest_file",
     "run_path", "PROVENANCE_KEY", "STATUS_OK", "STATUS_FAILED",

@@ -6,12 +6,9 @@ from __future__ import annotations
 import io
 import json
 import os
-import shutil
-import signal
 import socket
 import subprocess
 import sys
-import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -50,9 +47,10 @@ def _config(sim, out, **kw) -> SurveyJobConfig:
     return SurveyJobConfig(survey=sim["survey"], out=str(out), run_id="t", tiling=TILING, **kw)
 
 
-def _values(table: pa.Table) -> pa.Table:
-    """Catalog without provenance metadata, for value-by-value comparison."""
-    return table.replace_schema_metadata(None)
+def _assert_same(got: pa.Table, expected: pa.Table) -> None:
+    """Same catalog value for value; probabilities may differ by float rounding when rows were
+    batched differently (another node layout)."""
+    assert catalog.catalog_differences(got, expected, model_atol=1e-6) == []
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +102,7 @@ def test_ray_job_submit_gives_the_same_catalog(local_run, sim, tmp_path):
         subprocess.run([str(BIN / "ray"), "stop", "--force", f"--address=127.0.0.1:{port}"],
                        env=env, capture_output=True, timeout=120)
     submitted = pq.read_table(tmp_path / "t" / "catalog.parquet")
-    assert _values(submitted).equals(_values(local_run["catalog"]))
+    _assert_same(submitted, local_run["catalog"])
 
 
 def test_s3_run_matches_local_run(local_run, sim, s3_server):
@@ -124,43 +122,7 @@ def test_s3_run_matches_local_run(local_run, sim, s3_server):
         ray.shutdown()
     assert summary.ok and summary.catalog == f"{bucket}/catalogs/t/catalog.parquet"
     remote = pq.read_table(io.BytesIO(fs.cat_file(summary.catalog)))
-    assert _values(remote).equals(_values(local_run["catalog"]))
-
-
-def _finished(out: Path) -> set[str]:
-    return catalog.finished_tiles(str(out), "t")
-
-
-def test_killed_job_resumes_to_the_same_catalog(local_run, sim, tmp_path):
-    command = [str(BIN / "galscale"), "classify", "--survey", sim["survey"], "--out",
-               str(tmp_path), "--run-id", "t", "--tile-size", "512", "--margin", "128",
-               "--quiet"]
-    env = {**os.environ, "RAY_ADDRESS": ""}
-    proc = subprocess.Popen(command, env=env, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    while not _finished(tmp_path) and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.2)
-    os.killpg(proc.pid, signal.SIGKILL)  # the job and its local Ray, mid-run
-    proc.wait(timeout=60)
-    done_before = _finished(tmp_path)
-    assert 0 < len(done_before) < 9, done_before
-    assert not (tmp_path / "t" / "catalog.parquet").exists()
-    mtimes = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "t" / "tiles").iterdir()}
-
-    ray.init(address="local", num_cpus=2, log_to_driver=False)
-    try:
-        resumed = run_survey_job(_config(sim, tmp_path), progress=False)
-        assert resumed.ok and resumed.tiles_skipped == len(done_before)
-        assert resumed.tiles_done == 9 - len(done_before)
-        for name, mtime in mtimes.items():  # finished tiles were not rewritten
-            assert (tmp_path / "t" / "tiles" / name).stat().st_mtime_ns == mtime
-        table = pq.read_table(resumed.catalog)
-        assert _values(table).equals(_values(local_run["catalog"]))
-        again = run_survey_job(_config(sim, tmp_path), progress=False)
-    finally:
-        ray.shutdown()
-    assert again.ok and again.tiles_done == 0 and again.tiles_skipped == 9
+    _assert_same(remote, local_run["catalog"])
 
 
 def test_multi_node_cluster_spreads_tiles(local_run, sim, tmp_path):
@@ -177,21 +139,4 @@ def test_multi_node_cluster_spreads_tiles(local_run, sim, tmp_path):
         ray.shutdown()
         cluster.shutdown()
     assert summary.ok and len(summary.tiles_per_node) > 1, summary.tiles_per_node
-    assert _values(pq.read_table(summary.catalog)).equals(_values(local_run["catalog"]))
-
-
-def test_corrupt_chunks_flag_sources_instead_of_failing_the_run(sim, tmp_path):
-    broken = tmp_path / "broken.zarr"
-    shutil.copytree(sim["survey"], broken)
-    for chunk in (broken / "sci").glob("*/c/0/0"):
-        chunk.write_bytes(b"not a zstd chunk")  # corrupt the first chunk of every band
-    cfg = replace(_config(sim, tmp_path / "out"), survey=str(broken))
-    ray.init(address="local", num_cpus=2, log_to_driver=False)
-    try:
-        summary = run_survey_job(cfg, progress=False)
-    finally:
-        ray.shutdown()
-    table = pq.read_table(summary.catalog)
-    assert summary.ok and summary.sources_in == table.num_rows
-    flagged = np.asarray(table["flags"]) & 4  # MISSING_DATA
-    assert flagged.any(), "sources over a corrupt chunk must be flagged"
+    _assert_same(pq.read_table(summary.catalog), local_run["catalog"])

@@ -149,7 +149,9 @@ def run_survey_job(cfg: SurveyJobConfig, *, progress: bool = True) -> RunSummary
     tile_seconds = model_seconds = 0.0
     if pending:
         if not ray.is_initialized():
-            ray.init(log_to_driver=False)
+            # RAY_ADDRESS (set inside `ray job submit`) joins that cluster; otherwise a fresh
+            # local instance, never a stale cluster left in /tmp/ray by another process
+            ray.init(address=os.environ.get("RAY_ADDRESS") or "local", log_to_driver=False)
         # --device cuda always asks for GPUs (an autoscaling cluster then adds GPU nodes);
         # auto uses them when the cluster has some now
         use_gpu = cfg.device == "cuda" or (

@@ -291,7 +291,9 @@ def train(task: TrainTask, cfg: TrainConfig) -> TrainResult:
     from ray.train.torch import TorchTrainer
 
     if not ray.is_initialized():
-        ray.init(log_to_driver=False)
+        # RAY_ADDRESS (set inside `ray job submit`) joins that cluster; otherwise a fresh local
+        # instance, never a stale cluster left in /tmp/ray by another process
+        ray.init(address=os.environ.get("RAY_ADDRESS") or "local", log_to_driver=False)
     start = time.time()
     storage_path, filesystem = _storage(cfg)
     use_gpu = _wants_gpu(cfg)
