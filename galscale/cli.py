@@ -162,8 +162,11 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
             ablation=not args.no_ablation, semisupervised=not args.no_semisupervised,
             embedding=args.embedding, model_source=args.model,
         )
-        summary = {k: {"accuracy": report[k]["accuracy"], "targets_met": report[k]["targets_met"],
-                       "per_class": report[k]["per_class"]} for k in ("realistic", "balanced")}
+        summary = {f"{k} {sel}": {"accuracy": m["accuracy"], "targets_met": m["targets_met"],
+                                  "per_class": m["per_class"]}
+                   for k in ("realistic", "balanced")
+                   for sel, v in report[k].items() if isinstance(v, dict)
+                   for m in [v["set_priors"]]}
         print(json.dumps(summary, indent=2))
         return 0
 
@@ -191,7 +194,7 @@ def _add_evaluate_morphology(models: argparse._SubParsersAction) -> None:
     m = models.add_parser(
         "morphology",
         help="denoiser PSNR/SSIM, JWST real-noise injection-recovery, and disk accuracy / ROC "
-        "AUC on raw vs denoised held-out cutouts (morphology_eval.json + PNGs)",
+        "AUC on raw vs denoised held-out cutouts (morphology_evaluation.json + PNGs)",
     )
     m.add_argument("--out", required=True, help="output folder")
     m.add_argument("--denoiser", default="denoiser", help="artefact folder or shipped name")

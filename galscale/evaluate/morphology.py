@@ -248,7 +248,8 @@ def evaluate_morphology(
     n_injections: int = 24,
     seed: int = 0,
 ) -> dict[str, Any]:
-    """Run every held-out check; write `morphology_eval.json` and PNGs to `out_dir`."""
+    """Run every held-out check; write `morphology_evaluation.json`, `morphology_roc.png` and
+    `morphology_denoising_{real,sim}.png` to `out_dir`."""
     from galscale.registry import load_artifact, load_model
 
     start = time.time()
@@ -277,7 +278,7 @@ def evaluate_morphology(
             report["denoising"][name] = quality_report(noisy[sel], denoised[sel], clean[sel])
             first = np.flatnonzero(sel)[:4]
             _plot_triplets(noisy[first], denoised[first], clean[first],
-                           out / f"denoising_examples_{name}.png", f"held-out {name} galaxies")
+                           out / f"morphology_denoising_{name}.png", f"held-out {name} galaxies")
 
     if jwst_dir is None:
         jwst_dir = DEFAULT_JWST_DIR
@@ -302,9 +303,9 @@ def evaluate_morphology(
         if sel.sum() > 1 and 0 < y[sel].sum() < sel.sum():
             cls[f"{name}_only"] = {"denoised_input": classification_report(y[sel], p_den[sel]),
                                    "raw_input": classification_report(y[sel], p_raw[sel])}
-    _plot_roc({"denoised input": (y, p_den), "raw input": (y, p_raw)}, out / "roc_morphology.png")
+    _plot_roc({"denoised input": (y, p_den), "raw input": (y, p_raw)}, out / "morphology_roc.png")
     report["seconds"] = round(time.time() - start, 1)
-    (out / "morphology_eval.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+    (out / "morphology_evaluation.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
     return report
 
 
