@@ -30,6 +30,38 @@ from torch import nn
 
 from galscale.config import MULTIBAND_CUTOUT, NIRCAM_BANDS, REDSHIFT_CLASSES
 
+# Class priors. A model trained with inverse-frequency class weights outputs probabilities for
+# balanced classes; in a survey brown dwarfs are rare (the paper: 11 of 1,455 selected sources,
+# 0.8 %) and high-z dropouts a minority, so `redshift_probabilities` re-weights the output to
+# the survey's priors by default. SURVEY_CLASS_PRIORS are the simulated "realistic" fractions
+# that the held-out evaluation also uses.
+BALANCED_CLASS_PRIORS: tuple[float, float, float] = (1 / 3, 1 / 3, 1 / 3)
+SURVEY_CLASS_PRIORS: tuple[float, float, float] = (0.79, 0.20, 0.01)
+
+
+def check_class_priors(priors: object, n_classes: int = len(REDSHIFT_CLASSES)) -> tuple[float, ...]:
+    """Validated priors as a tuple normalised to sum 1 (clear error for wrong length / values)."""
+    p = np.asarray(priors, dtype=np.float64).ravel()
+    if p.shape != (n_classes,) or not np.isfinite(p).all() or (p <= 0).any():
+        raise ValueError(f"class priors must be {n_classes} positive finite numbers in "
+                         f"{REDSHIFT_CLASSES} order, got {priors!r}")
+    return tuple(float(v) for v in p / p.sum())
+
+
+def shift_class_priors(probs: np.ndarray, training_priors: object,
+                       target_priors: object) -> np.ndarray:
+    """Bayes prior shift: p_k proportional to p_k * target_k / training_k, renormalised per row.
+
+    The network estimates p(x | k) * training_k; exchanging the prior gives the posterior for a
+    population with `target_priors` (Saerens et al. 2002). float32 [N, K] in and out."""
+    probs = np.asarray(probs, dtype=np.float64)
+    k = probs.shape[1]
+    ratio = np.asarray(check_class_priors(target_priors, k)) / np.asarray(
+        check_class_priors(training_priors, k))
+    w = probs * ratio
+    return (w / np.maximum(w.sum(axis=1, keepdims=True), 1e-300)).astype(np.float32)
+
+
 # ---------------------------------------------------------------------------------------------
 # network
 # ---------------------------------------------------------------------------------------------
@@ -112,10 +144,16 @@ class RedshiftClassifier(nn.Module):
         dense: int = 64,
         dropout: float = 0.2,
         spatial_dropout: float = 0.1,
+        training_class_priors: tuple[float, ...] = BALANCED_CLASS_PRIORS,
+        survey_class_priors: tuple[float, ...] = SURVEY_CLASS_PRIORS,
     ) -> None:
         super().__init__()
         if len(spatial_channels) != len(spatial_strides):
             raise ValueError("spatial_channels and spatial_strides must have the same length")
+        # class priors the softmax output reflects (balanced: class-weighted training) and the
+        # survey's, for the Bayes prior shift in `redshift_probabilities`; kept in the config
+        self.training_class_priors = check_class_priors(training_class_priors, n_classes)
+        self.survey_class_priors = check_class_priors(survey_class_priors, n_classes)
         self.band_attention = ChannelAttention(in_bands, max(4, in_bands))
         self.stem = nn.Sequential(
             nn.Conv2d(in_bands, spectral_channels, 1, bias=False),
@@ -165,9 +203,11 @@ def build_redshift_classifier(**architecture: object) -> RedshiftClassifier:
     """Registry builder (`galscale.models.redshift:build_redshift_classifier`); JSON lists are
     accepted for the tuple arguments."""
     arch = dict(architecture)
-    for key in ("spatial_channels", "spatial_strides"):
+    for key in ("spatial_channels", "spatial_strides", "training_class_priors",
+                "survey_class_priors"):
         if key in arch:
-            arch[key] = tuple(int(v) for v in arch[key])  # type: ignore[union-attr]
+            cast = float if key.endswith("priors") else int
+            arch[key] = tuple(cast(v) for v in arch[key])  # type: ignore[union-attr]
     return RedshiftClassifier(**arch)  # type: ignore[arg-type]
 
 
@@ -376,14 +416,33 @@ def probabilities_from_input(
 
 
 def redshift_probabilities(
-    model: nn.Module, flux: np.ndarray, err: np.ndarray, batch_size: int = 256
+    model: nn.Module, flux: np.ndarray, err: np.ndarray, batch_size: int = 256,
+    class_priors: str | tuple[float, ...] | None = "survey",
 ) -> np.ndarray:
     """Pipeline batch interface: raw cutouts float32 [N,7,64,64] flux and error (bands in
     `config.NIRCAM_BANDS` order; NaN / inf / non-positive error where a band has no data) ->
     float32 [N,3] probabilities in `config.REDSHIFT_CLASSES` order. Missing bands are zeroed;
-    get their flags from `preprocess_multiband_with_quality` or `multiband_quality`."""
+    get their flags from `preprocess_multiband_with_quality` or `multiband_quality`.
+
+    `class_priors`: "survey" (default) shifts the output from the model's training priors to
+    its `survey_class_priors` (both in the artefact's architecture config); a tuple shifts to
+    those priors instead; None returns the network's own (training-prior) probabilities."""
     x = preprocess_multiband(flux, err)
-    return probabilities_from_input(model, x, batch_size)
+    probs = probabilities_from_input(model, x, batch_size)
+    return apply_class_priors(model, probs, class_priors)
+
+
+def apply_class_priors(model: nn.Module, probs: np.ndarray,
+                       class_priors: str | tuple[float, ...] | None = "survey") -> np.ndarray:
+    """The prior shift of `redshift_probabilities` on already computed network probabilities."""
+    if class_priors is None:
+        return probs
+    if isinstance(class_priors, str):
+        if class_priors != "survey":
+            raise ValueError(f"class_priors must be 'survey', a tuple or None, not {class_priors!r}")
+        class_priors = getattr(model, "survey_class_priors", SURVEY_CLASS_PRIORS)
+    training = getattr(model, "training_class_priors", BALANCED_CLASS_PRIORS)
+    return shift_class_priors(probs, training, class_priors)
 
 
 def multiband_quality(flux: np.ndarray, err: np.ndarray) -> MultibandQuality:
@@ -396,5 +455,6 @@ __all__ = [
     "he_normal_init", "build_redshift_classifier", "classifier_flops", "SegmentationConfig",
     "MultibandQuality", "valid_pixels", "central_footprints", "preprocess_multiband", "preprocess_multiband_with_quality",
     "augment_multiband", "probabilities_from_input", "redshift_probabilities", "multiband_quality",
-    "MIN_VALID_FRACTION",
+    "MIN_VALID_FRACTION", "BALANCED_CLASS_PRIORS", "SURVEY_CLASS_PRIORS", "check_class_priors",
+    "shift_class_priors", "apply_class_priors",
 ]

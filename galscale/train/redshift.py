@@ -35,9 +35,11 @@ from torch.utils.data import Dataset, TensorDataset
 
 from galscale.config import REDSHIFT_CLASSES
 from galscale.models.redshift import (
+    BALANCED_CLASS_PRIORS,
     RedshiftClassifier,
     augment_multiband,
     build_redshift_classifier,
+    check_class_priors,
     preprocess_multiband,
 )
 from galscale.train.loop import TrainConfig
@@ -131,8 +133,16 @@ class RedshiftTask:
                              f"not {self.class_weighting!r}")
         self._weights: torch.Tensor | None = None
 
+    def effective_class_priors(self) -> tuple[float, ...]:
+        """Class priors the trained softmax reflects: balanced under inverse-frequency weights,
+        else the training fractions (recorded for `redshift_probabilities`' prior shift)."""
+        if self.class_weighting == "inverse_frequency":
+            return BALANCED_CLASS_PRIORS
+        return check_class_priors(self.train_fractions)
+
     def build_model(self) -> RedshiftClassifier:
-        return build_redshift_classifier(**self.architecture)
+        return build_redshift_classifier(
+            **({"training_class_priors": self.effective_class_priors()} | self.architecture))
 
     def model_config(self) -> dict[str, Any]:
         return dict(self.architecture)
@@ -226,6 +236,8 @@ def _architecture_of(model: RedshiftClassifier, overrides: Mapping[str, Any]) ->
     sig = inspect.signature(RedshiftClassifier.__init__)
     arch = {k: p.default for k, p in sig.parameters.items() if k != "self"}
     arch.update(overrides)
+    arch["training_class_priors"] = list(model.training_class_priors)
+    arch["survey_class_priors"] = list(model.survey_class_priors)
     return {k: list(v) if isinstance(v, tuple) else v for k, v in arch.items()}
 
 
