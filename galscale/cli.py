@@ -145,11 +145,14 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--out", required=True, help="output folder (metrics.json, *.png, ablation.md)")
     r.add_argument("--n-realistic", type=int, default=3000, help="cutouts, realistic fractions")
     r.add_argument("--n-balanced", type=int, default=1500, help="cutouts, balanced classes")
-    r.add_argument("--n-semisupervised", type=int, default=1500)
+    r.add_argument("--n-semisupervised", type=int, default=1500,
+                   help="cutouts for the semi-supervised branch (1500)")
     r.add_argument("--seed", type=int, default=0, help="held-out simulation seed offset")
-    r.add_argument("--embedding", choices=("tsne", "umap"), default="tsne")
-    r.add_argument("--no-ablation", action="store_true")
-    r.add_argument("--no-semisupervised", action="store_true")
+    r.add_argument("--embedding", choices=("tsne", "umap"), default="tsne",
+                   help="2-D embedding of the semi-supervised branch (tsne, as in the paper)")
+    r.add_argument("--no-ablation", action="store_true", help="skip the band ablation")
+    r.add_argument("--no-semisupervised", action="store_true",
+                   help="skip the semi-supervised branch")
 
     def run(args: argparse.Namespace) -> int:
         import json
@@ -209,8 +212,9 @@ def _add_evaluate_morphology(models: argparse._SubParsersAction) -> None:
     m.add_argument("--jwst-dir", default=None,
                    help="real JWST cutouts for injection-recovery (default ../shared/data/"
                    "jwst_real_cutouts; skipped when absent)")
-    m.add_argument("--n-injections", type=int, default=24)
-    m.add_argument("--seed", type=int, default=0)
+    m.add_argument("--n-injections", type=int, default=24,
+                   help="simulated galaxies injected into real JWST noise (24)")
+    m.add_argument("--seed", type=int, default=0, help="held-out simulation seed offset (0)")
 
     def run(args: argparse.Namespace) -> int:
         import json
@@ -240,7 +244,7 @@ def _add_ablate_bands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default="redshift", help="artefact folder or shipped name")
     p.add_argument("--out", required=True, help="output folder (ablation.json, ablation.md)")
     p.add_argument("--n", type=int, default=1500, help="held-out cutouts (balanced classes)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="held-out simulation seed offset (0)")
 
     def run(args: argparse.Namespace) -> int:
         from galscale.evaluate.redshift import ablate_bands, ablation_table
@@ -259,10 +263,11 @@ def _add_semisupervised(sub: argparse._SubParsersAction) -> None:
         help="t-SNE/UMAP + HDBSCAN + random forest on magnitudes and flux radii of held-out "
         "simulated cutouts: silhouette and cluster/class confusion (JSON + PNG)",
     )
-    p.add_argument("--out", required=True)
-    p.add_argument("--n", type=int, default=1500)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--embedding", choices=("tsne", "umap"), default="tsne")
+    p.add_argument("--out", required=True, help="output folder (JSON + PNG)")
+    p.add_argument("--n", type=int, default=1500, help="held-out cutouts (1500)")
+    p.add_argument("--seed", type=int, default=0, help="simulation seed offset (0)")
+    p.add_argument("--embedding", choices=("tsne", "umap"), default="tsne",
+                   help="2-D embedding before HDBSCAN (tsne, as in the paper)")
 
     def run(args: argparse.Namespace) -> int:
         import json

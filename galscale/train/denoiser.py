@@ -273,7 +273,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--train-crop", type=int, default=0,
                    help="train on random crops of this size (multiple of 16; 0: whole cutouts). "
                    "Validation always uses whole cutouts")
-    p.add_argument("--learning-rate", type=float, default=2e-3)
+    p.add_argument("--learning-rate", type=float, default=2e-3, help="Adam learning rate (2e-3)")
     p.add_argument("--recon-loss", choices=("bce", "mse"), default="bce",
                    help="reconstruction loss (bce, as in the paper)")
     p.add_argument("--beta", type=float, default=1e-3, help="weight of the KL term (1e-3)")

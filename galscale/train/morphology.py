@@ -207,7 +207,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="use at most this many real pictures (0: the whole training split)")
     p.add_argument("--realisations", type=int, default=2,
                    help="contaminated realisations per galaxy (2)")
-    p.add_argument("--learning-rate", type=float, default=2e-3)
+    p.add_argument("--learning-rate", type=float, default=2e-3, help="Adam learning rate (2e-3)")
     p.add_argument("--max-steps", type=int, default=0,
                    help="stop after this many optimiser steps (0: no limit)")
 

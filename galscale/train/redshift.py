@@ -260,7 +260,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"probability that a training cutout loses one band ({d.band_dropout})")
     p.add_argument("--class-weighting", choices=("inverse_frequency", "none"),
                    default=d.class_weighting, help=f"loss class weights ({d.class_weighting})")
-    p.add_argument("--learning-rate", type=float, default=d.learning_rate)
+    p.add_argument("--learning-rate", type=float, default=d.learning_rate,
+                   help=f"Adam learning rate ({d.learning_rate}, as in the paper)")
 
 
 def run(args: argparse.Namespace, cfg: TrainConfig) -> str:
