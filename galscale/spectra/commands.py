@@ -85,6 +85,15 @@ def add_simulate_spectra(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def _add_recon_flag_argument(p: argparse.ArgumentParser) -> None:
+    from galscale.config import SpectralEmbeddingConfig
+
+    p.add_argument("--recon-flag-nsigma", type=float,
+                   default=SpectralEmbeddingConfig().recon_flag_nsigma,
+                   help="flag spectra whose log10 reconstruction MSE is this many robust sigmas "
+                   "above the median (no cluster); 0 disables (%(default)s)")
+
+
 def add_embed_spectra(sub: argparse._SubParsersAction) -> None:
     from galscale.config import SpectralEmbeddingConfig
 
@@ -110,6 +119,7 @@ def add_embed_spectra(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--gmm-restarts", type=int, default=d.gmm_restarts)
     p.add_argument("--silhouette-sample", type=int, default=d.silhouette_sample)
     p.add_argument("--seed", type=int, default=d.seed)
+    _add_recon_flag_argument(p)
 
     def run(args: argparse.Namespace) -> int:
         from galscale.config import SpectralEmbeddingConfig
@@ -123,6 +133,7 @@ def add_embed_spectra(sub: argparse._SubParsersAction) -> None:
             umap_sample=args.umap_sample, umap_backend=args.umap_backend, k_min=args.k_min,
             k_max=args.k_max, gmm_restarts=args.gmm_restarts,
             silhouette_sample=args.silhouette_sample, seed=args.seed,
+            recon_flag_nsigma=args.recon_flag_nsigma,
         )
         spectra = load_spectra(args.spectra, args.catalog, args.z, args.z_column)
         vae_artifact = load_artifact(args.vae)
@@ -190,6 +201,7 @@ def add_evaluate_spectral(models: argparse._SubParsersAction) -> None:
     p.add_argument("--n-heldout", type=int, default=600)
     p.add_argument("--seed", type=int, default=100)
     p.add_argument("--gmm-restarts", type=int, default=5)
+    _add_recon_flag_argument(p)
 
     def run(args: argparse.Namespace) -> int:
         from galscale.config import SpectralEmbeddingConfig
@@ -200,7 +212,8 @@ def add_evaluate_spectral(models: argparse._SubParsersAction) -> None:
         out.mkdir(parents=True, exist_ok=True)
         report = evaluate_spectral(
             load_model(args.vae), n_fit=args.n_fit, n_heldout=args.n_heldout, seed=args.seed,
-            config=SpectralEmbeddingConfig(gmm_restarts=args.gmm_restarts),
+            config=SpectralEmbeddingConfig(gmm_restarts=args.gmm_restarts,
+                                           recon_flag_nsigma=args.recon_flag_nsigma),
         )
         report["command"] = _command_line()
         (out / "metrics.json").write_text(json.dumps(report, indent=2) + "\n")

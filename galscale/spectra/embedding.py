@@ -7,7 +7,8 @@ GALSCALE_UMAP_BACKEND) forces one. Both fit on a sample (`fit_umap_on_sample`, d
 embedding, the curve parameters a, b and the UMAP settings). `FittedUmap.transform` places
 new points exactly as umap-learn's `transform` starts: the fuzzy-simplicial membership
 weights of each new point's k nearest training points (umap-learn's own `smooth_knn_dist`
-and `compute_membership_strengths`) and the membership-weighted mean of their embeddings.
+and `compute_membership_strengths`) and the membership-weighted mean of their embeddings
+(a point identical to a training point keeps that point's fitted coordinates).
 It is a pure function of one point and the fitted arrays, so any batch split, any worker and
 any order give identical coordinates, and it persists as an `.npz` loaded with
 `allow_pickle=False` (no pickle, no joblib).
@@ -122,7 +123,13 @@ class FittedUmap:
         w = vals.reshape(idx.shape).astype(np.float64)
         w_sum = w.sum(axis=1, keepdims=True)
         w = np.where(w_sum > 0, w / np.where(w_sum > 0, w_sum, 1.0), 1.0 / idx.shape[1])
-        out[ok] = np.einsum("nk,nkd->nd", w, self.embedding[idx].astype(np.float64))
+        xy = np.einsum("nk,nkd->nd", w, self.embedding[idx].astype(np.float64))
+        # A point the map was fitted on keeps its fitted position (else re-assigning a training
+        # spectrum could move it off its own cluster).
+        same = (self.train_data[idx] == x[ok][:, None, :]).all(axis=2)  # [n, k]
+        exact = same.any(axis=1)
+        xy[exact] = self.embedding[idx[exact, same[exact].argmax(axis=1)]]
+        out[ok] = xy
         return out
 
     def save(self, path: str | os.PathLike[str]) -> Path:

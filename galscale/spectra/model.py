@@ -29,7 +29,13 @@ from galscale.models.spectral_vae import SpectralVAE
 from galscale.spectra.embedding import FittedUmap, encode_spectra
 from galscale.spectra.io import SpectraBatch, batch_from_columns
 from galscale.spectra.mixtures import GaussianMixtureArrays
-from galscale.spectra.preprocess import PreprocessConfig, PreprocessedSpectra, preprocess_spectra
+from galscale.spectra.preprocess import (
+    FLAG_HIGH_RECON_ERROR,
+    PreprocessConfig,
+    PreprocessedSpectra,
+    flag_reason,
+    preprocess_spectra,
+)
 
 UMAP_FILE = "umap.npz"
 MIXTURE_FILE = "mixture.npz"
@@ -52,8 +58,15 @@ def catalog_columns(
     umap_xy: np.ndarray,
     cluster: np.ndarray,
     prob: np.ndarray,
+    extra_flags: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
-    """The spectral catalog row layout as a dict of columns (one row per input spectrum)."""
+    """The spectral catalog row layout as a dict of columns (one row per input spectrum).
+
+    `extra_flags` (e.g. FLAG_HIGH_RECON_ERROR set by the embedding) are OR-ed into `pre.flags`.
+    """
+    flags = pre.flags.astype(np.int32)
+    if extra_flags is not None:
+        flags = flags | np.asarray(extra_flags, np.int32)
     cols: dict[str, np.ndarray] = {
         "id": np.asarray(ids, np.int64), "redshift": np.asarray(z, np.float64),
     }
@@ -62,8 +75,8 @@ def catalog_columns(
     cols.update({
         "umap_x": umap_xy[:, 0].astype(np.float32), "umap_y": umap_xy[:, 1].astype(np.float32),
         "cluster": np.asarray(cluster, np.int32), "cluster_prob": np.asarray(prob, np.float32),
-        "recon_mse": np.asarray(recon_mse, np.float32), "flags": pre.flags.astype(np.int32),
-        "flag_reason": pre.flag_reason.astype(str),
+        "recon_mse": np.asarray(recon_mse, np.float32), "flags": flags,
+        "flag_reason": np.array([flag_reason(int(f)) for f in flags], dtype=str),
     })
     return cols
 
@@ -77,6 +90,12 @@ class SpectralEmbeddingModel:
     umap: FittedUmap
     mixture: GaussianMixtureArrays
     info: dict[str, Any] = field(default_factory=dict)  # k, silhouette, settings, provenance
+    recon_mse_max: float = float("inf")  # above it: FLAG_HIGH_RECON_ERROR, no cluster
+
+    def high_recon_error(self, recon_mse: np.ndarray) -> np.ndarray:
+        """True where a usable spectrum's reconstruction MSE exceeds the fitted threshold."""
+        mse = np.asarray(recon_mse, np.float64)
+        return np.isfinite(mse) & (mse > self.recon_mse_max)
 
     def embed(self, batch: SpectraBatch) -> dict[str, np.ndarray]:
         """Catalog columns for a batch: preprocess -> encode -> UMAP transform -> mixture."""
@@ -84,7 +103,10 @@ class SpectralEmbeddingModel:
         latent, mse = encode_spectra(self.vae, pre.x, pre.mask)
         xy = self.umap.transform(latent)
         cluster, prob = self.mixture.predict(xy)
-        return catalog_columns(batch.ids, batch.z, pre, latent, mse, xy, cluster, prob)
+        high = self.high_recon_error(mse)
+        cluster[high], prob[high] = -1, np.nan
+        extra = np.where(high, FLAG_HIGH_RECON_ERROR, 0)
+        return catalog_columns(batch.ids, batch.z, pre, latent, mse, xy, cluster, prob, extra)
 
     def save(self, out_dir: str | os.PathLike[str], training: dict[str, Any] | None = None,
              metrics: dict[str, Any] | None = None) -> Path:
@@ -106,6 +128,7 @@ class SpectralEmbeddingModel:
                      "random_state": self.umap.random_state, "backend": self.umap.backend,
                      "n_train": int(self.umap.train_data.shape[0])},
             "k": self.mixture.k,
+            "recon_mse_max": (self.recon_mse_max if np.isfinite(self.recon_mse_max) else None),
             "sha256": {UMAP_FILE: file_sha256(out / UMAP_FILE),
                        MIXTURE_FILE: file_sha256(out / MIXTURE_FILE)},
         })
@@ -135,7 +158,8 @@ class SpectralEmbeddingModel:
             raise ArtifactError(f"{path} does not hold a SpectralVAE")
         return cls(vae=vae, preprocess=PreprocessConfig(**info["preprocess"]),
                    umap=FittedUmap.load(path / UMAP_FILE),
-                   mixture=GaussianMixtureArrays.load(path / MIXTURE_FILE), info=info)
+                   mixture=GaussianMixtureArrays.load(path / MIXTURE_FILE), info=info,
+                   recon_mse_max=float(info.get("recon_mse_max") or np.inf))
 
 
 def embed_batch(

@@ -32,6 +32,10 @@ FLAG_NO_FLUX_AT_NORM = 8  # too few valid grid points around rest 1500 A
 FLAG_NONPOSITIVE_NORM = 16  # continuum at rest 1500 A is <= 0 (cannot normalise)
 FLAG_BAD_WAVELENGTH = 32  # observed wavelengths not increasing (or non-finite inside the range)
 FLAG_NORM_FALLBACK = 64  # soft: normalised at the bluest covered continuum, not at rest 1500 A
+# Set by the embedding, not by preprocessing: the VAE reconstructs the spectrum worse than the
+# fitted model's recon_mse_max (noise / artifact dominated); it keeps its latent and map
+# position but gets no cluster (-1). See galscale.spectra.fit.
+FLAG_HIGH_RECON_ERROR = 128
 # Hard flags make a row unusable (no embedding, cluster -1); soft flags are warnings.
 HARD_FLAGS = (
     FLAG_BAD_REDSHIFT | FLAG_NONFINITE | FLAG_ALL_MASKED | FLAG_NO_FLUX_AT_NORM
@@ -45,6 +49,7 @@ FLAG_NAMES: dict[int, str] = {
     FLAG_NONPOSITIVE_NORM: "non_positive_continuum_at_norm_wavelength",
     FLAG_BAD_WAVELENGTH: "wavelengths_not_increasing",
     FLAG_NORM_FALLBACK: "normalised_at_bluest_covered_continuum",
+    FLAG_HIGH_RECON_ERROR: "reconstruction_error_above_model_threshold",
 }
 MAX_REDSHIFT = 30.0
 
@@ -243,7 +248,7 @@ def preprocess_spectra(
 
 __all__ = [
     "DEFAULT_GRID_START_A", "DEFAULT_GRID_STEP_A", "DEFAULT_GRID_SIZE", "FLAG_BAD_REDSHIFT",
-    "FLAG_NONFINITE", "FLAG_ALL_MASKED", "FLAG_BAD_WAVELENGTH", "FLAG_NORM_FALLBACK", "HARD_FLAGS", "FLAG_NO_FLUX_AT_NORM", "FLAG_NONPOSITIVE_NORM",
+    "FLAG_NONFINITE", "FLAG_ALL_MASKED", "FLAG_BAD_WAVELENGTH", "FLAG_NORM_FALLBACK", "FLAG_HIGH_RECON_ERROR", "HARD_FLAGS", "FLAG_NO_FLUX_AT_NORM", "FLAG_NONPOSITIVE_NORM",
     "FLAG_NAMES", "MAX_REDSHIFT", "rest_grid", "PreprocessConfig", "PreprocessedSpectra",
     "flag_reason", "resample_to_rest", "preprocess_spectra",
 ]
