@@ -67,8 +67,8 @@ def add_simulate_spectra(sub: argparse._SubParsersAction) -> None:
         help="write simulated NIRSpec prism spectra (five z > 4 populations + noisy) as Parquet",
     )
     p.add_argument("--n", type=int, required=True, help="number of spectra")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--first-id", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="random seed (0)")
+    p.add_argument("--first-id", type=int, default=0, help="id of the first spectrum (0)")
     p.add_argument("--out", required=True, help="output .parquet (spectra-table schema)")
 
     def run(args: argparse.Namespace) -> int:
@@ -109,16 +109,21 @@ def add_embed_spectra(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="output folder for catalog, medians and pictures")
     p.add_argument("--model-out", default=None,
                    help="folder for the fitted model (default: OUT/model)")
-    p.add_argument("--umap-neighbors", type=int, default=d.umap_neighbors)
-    p.add_argument("--umap-min-dist", type=float, default=d.umap_min_dist)
+    p.add_argument("--umap-neighbors", type=int, default=d.umap_neighbors,
+                   help=f"UMAP n_neighbors ({d.umap_neighbors})")
+    p.add_argument("--umap-min-dist", type=float, default=d.umap_min_dist,
+                   help=f"UMAP min_dist ({d.umap_min_dist})")
     p.add_argument("--umap-sample", type=int, default=d.umap_sample,
                    help="fit UMAP on at most this many spectra, transform the rest")
-    p.add_argument("--umap-backend", choices=("auto", "cuml", "umap-learn"), default=d.umap_backend)
-    p.add_argument("--k-min", type=int, default=d.k_min)
-    p.add_argument("--k-max", type=int, default=d.k_max)
-    p.add_argument("--gmm-restarts", type=int, default=d.gmm_restarts)
-    p.add_argument("--silhouette-sample", type=int, default=d.silhouette_sample)
-    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--umap-backend", choices=("auto", "cuml", "umap-learn"), default=d.umap_backend,
+                   help="auto: cuML when a GPU is present, else umap-learn")
+    p.add_argument("--k-min", type=int, default=d.k_min, help=f"fewest mixture components ({d.k_min})")
+    p.add_argument("--k-max", type=int, default=d.k_max, help=f"most mixture components ({d.k_max})")
+    p.add_argument("--gmm-restarts", type=int, default=d.gmm_restarts,
+                   help=f"restarts per mixture fit ({d.gmm_restarts})")
+    p.add_argument("--silhouette-sample", type=int, default=d.silhouette_sample,
+                   help=f"spectra the silhouette is computed on ({d.silhouette_sample})")
+    p.add_argument("--seed", type=int, default=d.seed, help=f"random seed ({d.seed})")
     _add_recon_flag_argument(p)
 
     def run(args: argparse.Namespace) -> int:
@@ -197,10 +202,10 @@ def add_evaluate_spectral(models: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--vae", default="spectral", help="spectral VAE artefact folder or shipped name")
     p.add_argument("--out", required=True, help="output folder (metrics.json + pictures)")
-    p.add_argument("--n-fit", type=int, default=3000)
-    p.add_argument("--n-heldout", type=int, default=600)
-    p.add_argument("--seed", type=int, default=100)
-    p.add_argument("--gmm-restarts", type=int, default=5)
+    p.add_argument("--n-fit", type=int, default=3000, help="simulated spectra to fit on (3000)")
+    p.add_argument("--n-heldout", type=int, default=600, help="held-out spectra (600)")
+    p.add_argument("--seed", type=int, default=100, help="simulation seed (100)")
+    p.add_argument("--gmm-restarts", type=int, default=5, help="restarts per mixture fit (5)")
     _add_recon_flag_argument(p)
 
     def run(args: argparse.Namespace) -> int:
