@@ -327,6 +327,20 @@ def train_config_from_args(args: argparse.Namespace):
     )
 
 
+def train_job_main(model: str, doc: str, argv: list[str] | None = None) -> int:
+    """Entry point of jobs/train_<model>.py: `galscale train <model>` for `ray job submit`."""
+    import importlib
+
+    task_module = importlib.import_module(TRAIN_MODULES[model])
+    parser = argparse.ArgumentParser(prog=f"jobs/train_{model}.py", description=doc,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_train_config_arguments(parser)
+    task_module.add_arguments(parser)
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    print(f"model artefact written to {task_module.run(args, train_config_from_args(args))}")
+    return 0
+
+
 # The command line being parsed; None builds the full parser (docs, tests). Training modules
 # import torch and escnn, so their options are only loaded when their model is being trained.
 _ARGV: list[str] | None = None

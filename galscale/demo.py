@@ -35,10 +35,12 @@ def run_demo(out: str, n_spectra: int = 300, seed: int = 0, quiet: bool = False)
     from galscale.spectra.io import simulated_batch, write_spectra_parquet
 
     root = Path(out).resolve()
+    sim_config = SimConfig(size=2048, n_sources=800, seed=seed)  # a 1' x 1' field: ~2 min on 2 cores
     sim_dir = root / "sim"
     if not (sim_dir / "truth.parquet").exists():
-        print(f"simulating a {SimConfig().size}x{SimConfig().size}-pixel survey into {sim_dir} ...")
-        write_simulated_survey(simulate_survey(SimConfig(seed=seed)), str(sim_dir))
+        print(f"simulating a {sim_config.size}x{sim_config.size}-pixel survey with "
+              f"{sim_config.n_sources} sources into {sim_dir} ...")
+        write_simulated_survey(simulate_survey(sim_config), str(sim_dir))
     cfg = SurveyJobConfig(survey=str(sim_dir / "survey.zarr"), out=str(root / "runs"),
                           run_id="demo", tiling=TilingConfig())
     if not ray.is_initialized():

@@ -5,24 +5,9 @@
         --storage-path s3://bucket/runs --out runs/denoiser-model
 """
 
-from __future__ import annotations
-
-import argparse
 import sys
 
-from galscale.cli import add_train_config_arguments, train_config_from_args
-from galscale.train.denoiser import add_arguments, run
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="jobs/train_denoiser.py", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_train_config_arguments(parser)
-    add_arguments(parser)
-    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    print(f"model artefact written to {run(args, train_config_from_args(args))}")
-    return 0
-
+from galscale.cli import train_job_main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(train_job_main("denoiser", __doc__))
