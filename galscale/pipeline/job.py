@@ -163,7 +163,8 @@ def run_survey_job(cfg: SurveyJobConfig, *, progress: bool = True) -> RunSummary
                          memory=tile_stage_memory(cfg, len(survey.bands)),
                          fn_kwargs={"survey": survey, "cfg": cfg, "board": board})
             .map_batches(SurveyModels, fn_constructor_kwargs={"cfg": cfg},
-                         batch_size=cfg.batch_size, concurrency=cfg.num_model_actors,
+                         batch_size=cfg.batch_size,
+                         compute=ray.data.ActorPoolStrategy(size=cfg.num_model_actors),
                          num_cpus=cfg.cpus_per_model_actor, num_gpus=1 if use_gpu else 0)
         )
         ledger = TileLedger()

@@ -54,6 +54,8 @@ def _spectra_dataset(cfg: SurveyJobConfig, storage_options: Mapping[str, Any]):
 def run_spectral_stage(cfg: SurveyJobConfig,
                        storage_options: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Embed and assign every spectrum; write the spectral catalog. Returns counts and paths."""
+    import ray
+
     from galscale import catalog
     from galscale.spectra.model import SpectralEmbedder
 
@@ -61,7 +63,7 @@ def run_spectral_stage(cfg: SurveyJobConfig,
     try:
         dataset = _spectra_dataset(cfg, options).map_batches(
             SpectralEmbedder, fn_constructor_kwargs={"model": cfg.spectral},
-            batch_size=4096, batch_format="pyarrow", concurrency=1,
+            batch_size=4096, batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=1),
         )
         parts = list(dataset.iter_batches(batch_format="pyarrow", batch_size=None))
     except Exception as exc:  # the imaging catalog is still written; the run reports this
