@@ -93,14 +93,16 @@ def test_ray_job_submit_gives_the_same_catalog(local_run, sim, tmp_path):
              "--dashboard-host=127.0.0.1", "--include-dashboard=true", "--disable-usage-stats"]
     subprocess.run(start, check=True, env=env, capture_output=True, timeout=120)
     address = f"http://127.0.0.1:{dashboard}"
+    submit = [str(BIN / "ray"), "job", "submit", "--address", address, "--working-dir", str(REPO),
+              "--", "python", "jobs/classify_survey.py", "--survey", sim["survey"],
+              "--out", str(tmp_path), "--run-id", "t", "--tile-size", "512", "--margin", "128",
+              "--quiet"]
     try:
-        job = subprocess.run(
-            [str(BIN / "ray"), "job", "submit", "--address", address, "--working-dir", str(REPO),
-             "--", "python", "jobs/classify_survey.py", "--survey", sim["survey"],
-             "--out", str(tmp_path), "--run-id", "t", "--tile-size", "512", "--margin", "128",
-             "--quiet"],
-            env=env, capture_output=True, text=True, timeout=600,
-        )
+        for _ in range(20):  # the head's dashboard agent takes a few seconds to accept jobs
+            job = subprocess.run(submit, env=env, capture_output=True, text=True, timeout=600)
+            if job.returncode == 0 or "No available agent" not in job.stderr + job.stdout:
+                break
+            time.sleep(3)
         assert job.returncode == 0, job.stdout[-3000:] + job.stderr[-3000:]
         assert "catalog written to" in job.stdout
     finally:
