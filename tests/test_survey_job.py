@@ -91,7 +91,11 @@ def test_ray_job_submit_gives_the_same_catalog(local_run, sim, tmp_path):
     port, dashboard = _free_port(), _free_port()
     start = [str(BIN / "ray"), "start", "--head", f"--port={port}", "--num-cpus=2",
              "--node-ip-address=127.0.0.1", f"--dashboard-port={dashboard}",
-             "--dashboard-host=127.0.0.1", "--include-dashboard=true", "--disable-usage-stats"]
+             "--dashboard-host=127.0.0.1", "--include-dashboard=true", "--disable-usage-stats",
+             # fresh ports: the agents' defaults clash with any other Ray on the machine
+             f"--dashboard-agent-listen-port={_free_port()}",
+             f"--dashboard-agent-grpc-port={_free_port()}",
+             f"--runtime-env-agent-port={_free_port()}", f"--metrics-export-port={_free_port()}"]
     subprocess.run(start, check=True, env=env, capture_output=True, timeout=120)
     address = f"http://127.0.0.1:{dashboard}"
     submit = [str(BIN / "ray"), "job", "submit", "--address", address, "--working-dir", str(REPO),
