@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from galscale.models.device import run_batched
+
 RESIDUAL_EPS = 1e-3  # inputs are clamped to [eps, 1 - eps] before the logit of the residual path
 
 
@@ -190,19 +192,9 @@ def denoise_batch(
     """
     if isinstance(model, UNetVAE):
         model = model.export()
-    model.eval()
-    x = torch.as_tensor(np.asarray(images, dtype=np.float32))
-    if x.ndim != 4:
-        raise ValueError(f"expected images [N, 3, H, W], got shape {tuple(x.shape)}")
-    if not torch.isfinite(x).all():
-        raise ValueError("images contain NaN or inf pixels; flag or fill them before denoising")
-    device = next(model.parameters()).device
-    out = np.empty(tuple(x.shape), dtype=np.float32)
-    with torch.inference_mode():
-        for start in range(0, x.shape[0], batch_size):
-            chunk = x[start : start + batch_size].to(device)
-            out[start : start + batch_size] = model(chunk).float().cpu().numpy()
-    return out
+    if len(images) == 0:
+        return np.zeros(np.shape(images), dtype=np.float32)
+    return run_batched(model, images, batch_size, lambda y: y, "denoising")
 
 
 __all__ = [

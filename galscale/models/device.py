@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
+import numpy as np
 import torch
 
 
@@ -36,3 +37,24 @@ def inference_context(device: torch.device) -> Iterator[None]:
                 yield
         else:
             yield
+
+
+def run_batched(model: torch.nn.Module, images: np.ndarray | torch.Tensor, batch_size: int,
+                head: Callable[[torch.Tensor], torch.Tensor], what: str) -> np.ndarray:
+    """Run `model` on float32 [N, C, H, W] images in batches on the model's device, apply
+    `head` to each output, and return the results as one float32 array. Non-finite pixels are
+    an error (`what` names the step in the message): callers flag such cutouts first."""
+    model.eval()
+    x = torch.as_tensor(np.asarray(images, dtype=np.float32))
+    if x.ndim != 4:
+        raise ValueError(f"expected images [N, 3, H, W], got shape {tuple(x.shape)}")
+    if not torch.isfinite(x).all():
+        raise ValueError(f"images contain NaN or inf pixels; flag or fill them before {what}")
+    device = next(model.parameters()).device
+    parts = []
+    with torch.inference_mode():
+        for start in range(0, x.shape[0], batch_size):
+            parts.append(head(model(x[start : start + batch_size].to(device)).float()).cpu().numpy())
+    if not parts:
+        return np.empty((0,), dtype=np.float32)
+    return np.concatenate(parts).astype(np.float32, copy=False)

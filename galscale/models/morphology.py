@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from galscale.models.device import run_batched
 from galscale.models.escnn_compat import escnn_modules
 
 GROUP_ORDER = 16  # |D16|: channels of one regular field
@@ -172,19 +173,8 @@ def disk_probability(
     """P(disk-like) = softmax(logits)[:, 1] for float32 [N, 3, 256, 256] in [0, 1] -> float32 [N]."""
     if isinstance(model, D16DiskClassifier):
         model = model.export()
-    model.eval()
-    x = torch.as_tensor(np.asarray(images, dtype=np.float32))
-    if x.ndim != 4:
-        raise ValueError(f"expected images [N, 3, H, W], got shape {tuple(x.shape)}")
-    if not torch.isfinite(x).all():
-        raise ValueError("images contain NaN or inf pixels; flag or fill them before classifying")
-    device = next(model.parameters()).device
-    out = np.empty(x.shape[0], dtype=np.float32)
-    with torch.inference_mode():
-        for start in range(0, x.shape[0], batch_size):
-            logits = model(x[start : start + batch_size].to(device))
-            out[start : start + batch_size] = torch.softmax(logits.float(), 1)[:, 1].cpu().numpy()
-    return out
+    return run_batched(model, images, batch_size, lambda logits: torch.softmax(logits, 1)[:, 1],
+                       "classifying")
 
 
 __all__ = [
