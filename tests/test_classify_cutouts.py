@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+import torch
 from astropy.io import fits
 
 from galscale.cli import main
@@ -72,6 +73,7 @@ def test_cutout_files_give_the_survey_probabilities(field, tmp_path):
         "multiband_flux": rows["multiband_flux"][[a, b]],
         "multiband_err": rows["multiband_err"][[a, b]],
     })
+    assert torch.is_grad_enabled(), "running the models in-process must not switch autograd off"
     got_a = table[f"src{a}"]
     assert got_a["flags"] == 0 and got_a["bands"] == ",".join(NIRCAM_BANDS)
     assert got_a["p_disk"] == pytest.approx(float(expected["p_disk"][0]), abs=1e-5)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import time
 
 import numpy as np
-import torch
 
 from galscale.config import REDSHIFT_CLASSES, SurveyJobConfig
 from galscale.models.denoiser import denoise_batch
@@ -51,7 +50,6 @@ class SurveyModels:
         self.device = select_device(cfg.device)
         self.run_morphology = "morphology" in cfg.stages
         self.run_redshift = "redshift" in cfg.stages
-        torch.set_grad_enabled(False)
         if self.run_morphology:
             self.denoiser = prepare_for_inference(load_model(cfg.denoiser), self.device)
             self.morphology = prepare_for_inference(load_model(cfg.morphology), self.device)
