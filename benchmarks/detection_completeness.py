@@ -44,14 +44,16 @@ POINT_KINDS = ("star", "brown_dwarf")
 def _sim_survey(url: str, size: int, n_sources: int, seed: int) -> dict[str, np.ndarray]:
     """galscale.sim field at `url`; returns its truth columns plus `size_px` and `gauss_snr`."""
     from galscale.config import SimConfig
-    from galscale.sim.render import psf_fwhm_arcsec
+    from galscale.sim.render import psf_encircled_energy_curves, psf_fwhm_arcsec
     from galscale.sim.survey import simulate_survey
+    from galscale.survey.psf import PSF_ATTR
     from galscale.survey.store import write_survey
 
     sim = simulate_survey(SimConfig(size=size, n_sources=n_sources, seed=seed, chunk=256))
     write_survey(url, sim.science, sim.error, sim.wcs_header,
                  pixel_scale_arcsec=sim.config.pixel_scale_arcsec, zeropoint_ab=31.4,
-                 chunk=256)
+                 chunk=256, attrs={PSF_ATTR: psf_encircled_energy_curves(
+                     list(sim.science), sim.config.pixel_scale_arcsec)})
     truth: dict[str, np.ndarray] = {}
     for c in sim.truth.column_names:
         v = sim.truth.column(c).to_numpy(zero_copy_only=False)
@@ -131,9 +133,11 @@ def main() -> None:
     ap.add_argument("--sim", action="store_true",
                     help="use galscale.sim (GalSim, realistic profiles; square fields of "
                     "--shape[0] px) instead of Gaussian sources")
+    ap.add_argument("--deblend-cont", type=float, default=DetectionConfig().deblend_cont,
+                    help="SEP deblending contrast to try (default: the shipped DetectionConfig)")
     ap.add_argument("--no-write", action="store_true", help="do not update the results JSON")
     args = ap.parse_args()
-    cfg = DetectionConfig()
+    cfg = dataclasses.replace(DetectionConfig(), deblend_cont=args.deblend_cont)
     common = {"detection_config": dataclasses.asdict(cfg), "snr_min": args.snr_min,
               "max_offset_px": 1.0, "tile_size": args.tile_size, "margin": args.margin,
               "sources_per_field": args.sources}

@@ -414,6 +414,11 @@ def add_classify_arguments(p: argparse.ArgumentParser) -> None:
                    "(default: the weights shipped with galscale)")
     p.add_argument("--num-model-actors", type=int, default=d.num_model_actors,
                    help=f"model-stage actors; one per GPU on a GPU cluster ({d.num_model_actors})")
+    p.add_argument("--cpus-per-model-actor", type=float, default=d.cpus_per_model_actor,
+                   help=f"CPUs Ray reserves per model actor ({d.cpus_per_model_actor})")
+    p.add_argument("--model-threads", type=int, default=d.model_threads,
+                   help="torch threads per model actor (0: all cores of its node when there is "
+                   "one actor, else --cpus-per-model-actor)")
     p.add_argument("--storage-endpoint", default=None,
                    help="S3-compatible endpoint URL (or set AWS_ENDPOINT_URL); credentials come "
                    "from the standard AWS environment variables or the machine's role")
@@ -446,6 +451,7 @@ def job_config_from_args(args: argparse.Namespace):
         stages=tuple(stages), sources=args.sources, spectra=args.spectra,
         spectra_redshifts=args.spectra_redshifts, device=args.device,
         batch_size=args.batch_size, num_model_actors=args.num_model_actors,
+        cpus_per_model_actor=args.cpus_per_model_actor, model_threads=args.model_threads,
         storage_endpoint=args.storage_endpoint, max_tiles=args.max_tiles, **models,
     )
 
@@ -500,6 +506,9 @@ def _add_ingest(sub: argparse._SubParsersAction) -> None:
                    help="AB zero point for units that are not convertible to nJy")
     p.add_argument("--keep-units", action="store_true",
                    help="store pixels in their FITS unit instead of converting to nJy/pixel")
+    p.add_argument("--psf", action="append", default=[], metavar="BAND=FILE",
+                   help="PSF image of a band (FITS, e.g. from STPSF; repeat per band): its "
+                   "encircled energy gives the photometry's aperture corrections")
     p.add_argument("--endpoint-url", default=None,
                    help="S3-compatible endpoint (default: AWS_ENDPOINT_URL); credentials "
                    "come from the standard AWS environment")
@@ -508,13 +517,14 @@ def _add_ingest(sub: argparse._SubParsersAction) -> None:
         import json
 
         from galscale.survey.ingest import IngestError, ingest_fits, verify_survey
+        from galscale.survey.psf import parse_psf_options
 
         opts = {"endpoint_url": args.endpoint_url} if args.endpoint_url else None
         try:
             ingest_fits(args.files, args.out, chunk=args.chunk, name=args.name,
                         zeropoint=args.zeropoint, convert_units=not args.keep_units,
-                        storage_options=opts)
-        except IngestError as exc:
+                        storage_options=opts, psf_files=parse_psf_options(args.psf))
+        except (IngestError, ValueError) as exc:
             print(f"galscale ingest: {exc}", file=sys.stderr)
             return 2
         print(json.dumps(verify_survey(args.out, opts), indent=1))

@@ -73,6 +73,16 @@ def band_psf(band: str) -> galsim.GSObject:
     return galsim.Convolve(galsim.Add(optics), galsim.Gaussian(fwhm=JITTER_FWHM_ARCSEC))
 
 
+def psf_encircled_energy_curves(bands: tuple[str, ...] | list[str], pixel_scale: float,
+                                size: int = 256) -> dict[str, dict[str, list[float]]]:
+    """Encircled-energy curves of the pixelised `band_psf`s (unit total flux), for the survey's
+    `psf_encircled_energy` attribute (`galscale.survey.psf`)."""
+    from galscale.survey.psf import encircled_energy
+
+    return {b: encircled_energy(band_psf(b).drawImage(nx=size, ny=size, scale=pixel_scale).array,
+                                pixel_scale, total_flux=1.0) for b in bands}
+
+
 def psf_fwhm_arcsec(band: str) -> float:
     """Approximate FWHM of `band_psf(band)`: Airy 1.028 lambda/D and jitter in quadrature."""
     airy = 1.028 * PIVOT_UM[band] * 1e-6 / JWST_DIAMETER_M * 206264.806

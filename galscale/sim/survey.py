@@ -282,6 +282,8 @@ def simulate_survey(cfg: SimConfig | None = None) -> SimulatedSurvey:
 
 def write_simulated_survey(sim: SimulatedSurvey, out_dir: str) -> dict[str, str]:
     """Write `<out_dir>/survey.zarr` and `<out_dir>/truth.parquet`; returns their paths."""
+    from galscale.sim.render import psf_encircled_energy_curves
+    from galscale.survey.psf import PSF_ATTR
     from galscale.survey.store import write_survey
 
     os.makedirs(out_dir, exist_ok=True)
@@ -292,7 +294,9 @@ def write_simulated_survey(sim: SimulatedSurvey, out_dir: str) -> dict[str, str]
         pixel_scale_arcsec=sim.config.pixel_scale_arcsec, zeropoint_ab=NJY_ZEROPOINT_AB,
         bunit="nJy", chunk=sim.config.chunk, name=sim.config.name,
         attrs={"truth": f"../{TRUTH_FILE}", "simulated": True,
-               "sim_config": config_json(sim.config)},
+               "sim_config": config_json(sim.config),
+               PSF_ATTR: psf_encircled_energy_curves(list(sim.science),
+                                                     sim.config.pixel_scale_arcsec)},
     )
     pq.write_table(sim.truth, truth_path)
     return {"survey": zarr_path, "truth": truth_path}

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from galscale.config import NJY_ZEROPOINT_AB
+from galscale.survey.psf import PSF_ATTR, curves_from_psf_files
 from galscale.survey.store import SurveyFormatError, SurveyWriter, open_survey
 
 _BAND_RE = re.compile(r"(?<![A-Z0-9])(F\d{3}(?:W2|W|M|N))(?![A-Z0-9])", re.IGNORECASE)
@@ -173,10 +174,12 @@ def _wcs_header(header: Any) -> Any:
 def ingest_fits(files: Sequence[str], dest: str, *, chunk: int = 1024, name: str = "",
                 zeropoint: float | None = None, convert_units: bool = True,
                 storage_options: Mapping[str, Any] | None = None,
-                block_cols: int | None = None) -> str:
+                block_cols: int | None = None, psf_files: Mapping[str, str] | None = None) -> str:
     """Convert FITS mosaics (one per band) into a survey at `dest`; returns `dest`.
 
-    Reads `chunk` rows x `block_cols` columns (default 8 chunks) at a time.
+    Reads `chunk` rows x `block_cols` columns (default 8 chunks) at a time. `psf_files`
+    ({band: PSF FITS image}) stores those bands' encircled-energy curves, so that photometry
+    applies aperture corrections (`galscale.survey.psf`).
     """
     from astropy.io import fits
 
@@ -197,12 +200,21 @@ def ingest_fits(files: Sequence[str], dest: str, *, chunk: int = 1024, name: str
     scale = float(np.sqrt(pix[0].to_value("arcsec") * pix[1].to_value("arcsec")))
     error_source = {f.band: ("ERR" if f.err_ext else "1/sqrt(WHT)" if f.wht_ext
                              else "robust MAD per block") for f in infos}
+    unknown = sorted(set(psf_files or {}) - set(seen))
+    if unknown:
+        raise IngestError(f"--psf given for band(s) {unknown} that no input file has "
+                          f"(bands: {sorted(seen)})")
+    try:
+        psf_curves = curves_from_psf_files(psf_files or {}, scale)
+    except (OSError, ValueError) as exc:
+        raise IngestError(f"PSF file: {exc}") from exc
     writer = SurveyWriter(
         dest, [f.band for f in infos], (ny, nx), wcs_hdr, pixel_scale_arcsec=scale,
         zeropoint_ab={f.band: f.zeropoint for f in infos}, bunit={f.band: f.bunit for f in infos},
         chunk=chunk, name=name, storage_options=storage_options,
         attrs={"source_files": {f.band: os.path.abspath(f.path) for f in infos},
-               "error_source": error_source},
+               "error_source": error_source,
+               **({PSF_ATTR: psf_curves} if psf_curves else {})},
     )
     bc = block_cols or 8 * chunk
     bc = max(chunk, (bc // chunk) * chunk)

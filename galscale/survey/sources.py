@@ -25,6 +25,7 @@ import sep
 
 from galscale.config import NIRCAM_BANDS, DetectionConfig
 from galscale.survey.flags import Flag, add_flag, join_reasons
+from galscale.survey.psf import aperture_correction
 from galscale.survey.store import Survey, SurveyBlock
 from galscale.survey.tiling import Tile, owner_pixel
 
@@ -123,14 +124,20 @@ def source_ids(px: np.ndarray, py: np.ndarray, nx: int, order_key: np.ndarray) -
 def photometry(block: SurveyBlock, x: np.ndarray, y: np.ndarray, a: np.ndarray, b: np.ndarray,
                theta: np.ndarray, r: np.ndarray, bands: Sequence[str],
                zeropoint_ab: Mapping[str, float], segmap: np.ndarray | None = None,
-               seg_id: np.ndarray | None = None) -> tuple[dict[str, np.ndarray], np.ndarray]:
+               seg_id: np.ndarray | None = None,
+               psf_curves: Mapping[str, Mapping[str, list[float]]] | None = None,
+               pixel_scale_arcsec: float = 0.0) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Elliptical-aperture flux, error and AB mag per band at local block positions.
 
     Apertures with r <= 0 are circles of radius MIN_APERTURE_PX. With a detection `segmap`
     (int32, block-sized) and each source's `seg_id`, pixels of other detected objects are left
-    out of the sums, so a blended neighbour's light does not enter the flux. Bands not in the
-    block give NaN. Returns (columns, truncated mask).
+    out of the sums, so a blended neighbour's light does not enter the flux. Bands with a PSF
+    encircled-energy curve in `psf_curves` get the point-source aperture correction
+    (`galscale.survey.psf`). Bands not in the block give NaN. Returns (columns, truncated mask).
     """
+    psf_curves = psf_curves or {}
+    # circular-equivalent aperture radius (pixels) for the aperture corrections
+    r_eq = np.where(r <= 0, MIN_APERTURE_PX, r * np.sqrt(np.abs(a * b)))
     seg_kw: dict[str, Any] = {}
     cols: dict[str, np.ndarray] = {}
     n = len(x)
@@ -161,6 +168,9 @@ def photometry(block: SurveyBlock, x: np.ndarray, y: np.ndarray, a: np.ndarray, 
                                                                MIN_APERTURE_PX, err=e, mask=bad,
                                                                subpix=5, **seg_kw)
             flux, ferr = fl, fe
+            if band in psf_curves:
+                correction = aperture_correction(psf_curves[band], r_eq * pixel_scale_arcsec)
+                flux, ferr = flux * correction, ferr * correction
             if segmap is None:
                 trunc |= (flg & (sep.APER_TRUNC | sep.APER_HASMASKED)) != 0
             else:  # segmap pixels set APER_HASMASKED too: count only no-data pixels here
@@ -257,7 +267,7 @@ def detect_sources(survey: Survey, block: SurveyBlock, tile: Tile | None = None,
                               err=np.where(mask, np.nan, err)[None].astype(np.float32))
     sc, _ = photometry(stack_block, xw, yw, a, b, th, r, ["_stack"], {}, segmap, seg_id)
     cols, trunc = photometry(block, xw, yw, a, b, th, r, bands, survey.zeropoint_ab, segmap,
-                             seg_id)
+                             seg_id, survey.psf_encircled_energy, survey.pixel_scale_arcsec)
     fr, _ = sep.flux_radius(data, xw, yw, 6.0 * a, 0.5, normflux=sc["flux__stack"], mask=mask,
                             subpix=5) if n else (np.zeros(0), None)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -366,7 +376,8 @@ def catalog_sources(survey: Survey, block: SurveyBlock, positions: Mapping[str, 
     mx, my = np.where(inside, lx, 0.0), np.where(inside, ly, 0.0)
     zeros = np.zeros(n)
     cols, trunc = photometry(block, mx, my, zeros, zeros, zeros, zeros, bands,
-                             survey.zeropoint_ab)
+                             survey.zeropoint_ab, psf_curves=survey.psf_encircled_energy,
+                             pixel_scale_arcsec=survey.pixel_scale_arcsec)
     det_bands = [b for b in config.bands if b in block.bands]
     image, err, mask = detection_image(block, det_bands)
     stack = SurveyBlock(["_s"], block.y0, block.x0, image[None].astype(np.float32),

@@ -376,6 +376,13 @@ class Survey:
         return {b: float(v) for b, v in self.attrs["zeropoint_ab"].items()}
 
     @property
+    def psf_encircled_energy(self) -> dict[str, dict[str, list[float]]]:
+        """Per-band PSF encircled-energy curves for aperture corrections ({} when absent)."""
+        from galscale.survey.psf import PSF_ATTR
+
+        return dict(self.attrs.get(PSF_ATTR) or {})
+
+    @property
     def bunit(self) -> dict[str, str]:
         return dict(self.attrs["bunit"])
 
