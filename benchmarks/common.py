@@ -74,6 +74,12 @@ PRESETS: dict[str, SizePreset] = {
         spectral_sizes=(1000,), spectral_compare=0, pipeline_batch_size=16,
         compile_models=("d16_classifier", "multiband_classifier", "spectral_encoder"),
         series_tile_size=320),
+    "medium": SizePreset(
+        name="medium", matmul_n=2048, min_seconds=1.0, batch_sizes=(16, 32, 64),
+        try_compile=False, tile_size=1024, margin=128, pipeline_tiles_per_side=2,
+        realistic_survey=True, workers=(1, 2), size_series=(1, 4, 16), cluster_nodes=2,
+        spectral_sizes=(1000, 10_000), spectral_compare=0, pipeline_batch_size=64,
+        series_tile_size=512),
     "full": SizePreset(
         name="full", matmul_n=2048, min_seconds=2.0, batch_sizes=(8, 16, 32, 64, 128),
         try_compile=True, tile_size=1024, margin=128, pipeline_tiles_per_side=3,

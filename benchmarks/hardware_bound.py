@@ -54,7 +54,10 @@ def model_flops(models: ModelSet) -> dict[str, int]:
 
 def run(preset: SizePreset, models: ModelSet, device: torch.device) -> dict[str, Any]:
     matmul = {"fp32": matmul_gflops(preset.matmul_n, torch.float32, device, preset.min_seconds),
-              "bf16": matmul_gflops(preset.matmul_n, torch.bfloat16, device,
+              # CPUs without bf16 matmul units run it ~100x slower than fp32: a 2048^3 call
+              # takes half a minute there, and 512 already shows the ratio
+              "bf16": matmul_gflops(preset.matmul_n if device.type == "cuda"
+                                    else min(preset.matmul_n, 512), torch.bfloat16, device,
                                     preset.min_seconds)}
     # The pipeline computes in fp32 on CPU and under bf16 autocast on CUDA
     # (galscale.models.device.inference_context), so that is the precision whose peak bounds it.

@@ -130,6 +130,10 @@ class SurveyJobConfig:
     batch_size: int = 64  # cutouts per model batch
     num_model_actors: int = 1  # model-stage actors (one per GPU on a GPU cluster)
     cpus_per_model_actor: float = 1.0
+    # torch threads per model actor; 0: all cores of its node when there is one model actor
+    # (Ray would give it only cpus_per_model_actor threads, leaving cores idle), else
+    # cpus_per_model_actor
+    model_threads: int = 0
     storage_endpoint: str | None = None  # S3-compatible endpoint URL (or AWS_ENDPOINT_URL)
     max_tiles: int = 0  # 0: all; else only the first N pending tiles (quick looks, tests)
 
@@ -141,6 +145,8 @@ class SurveyJobConfig:
             raise ValueError("the spectra stage needs --spectra (a spectra table or folder)")
         if self.batch_size < 1 or self.num_model_actors < 1:
             raise ValueError("batch_size and num_model_actors must be >= 1")
+        if self.model_threads < 0:
+            raise ValueError("model_threads must be >= 0 (0: automatic)")
 
 
 def to_json_dict(obj: Any) -> Any:

@@ -10,10 +10,16 @@ from __future__ import annotations
 import time
 
 import numpy as np
+import torch
 
 from galscale.config import REDSHIFT_CLASSES, SurveyJobConfig
 from galscale.models.denoiser import denoise_batch
-from galscale.models.device import inference_context, prepare_for_inference, select_device
+from galscale.models.device import (
+    inference_context,
+    micro_batch,
+    prepare_for_inference,
+    select_device,
+)
 from galscale.models.morphology import disk_probability
 from galscale.models.redshift import multiband_quality, redshift_probabilities
 from galscale.registry import load_artifact, load_model
@@ -46,8 +52,10 @@ class SurveyModels:
     """Denoiser -> D16 disk classifier, and the multi-band redshift-class CNN, on one device."""
 
     def __init__(self, cfg: SurveyJobConfig) -> None:
-        self.batch_size = cfg.batch_size
         self.device = select_device(cfg.device)
+        self.batch_size = micro_batch(cfg.batch_size, self.device)
+        if cfg.model_threads:  # set by run_survey_job (Ray gives an actor num_cpus threads)
+            torch.set_num_threads(cfg.model_threads)
         self.run_morphology = "morphology" in cfg.stages
         self.run_redshift = "redshift" in cfg.stages
         if self.run_morphology:
@@ -82,7 +90,8 @@ class SurveyModels:
                 flux = np.asarray(batch["multiband_flux"], dtype=np.float32)
                 err = np.asarray(batch["multiband_err"], dtype=np.float32)
                 if is_source.any():
-                    probs = redshift_probabilities(self.redshift, flux[is_source], err[is_source])
+                    probs = redshift_probabilities(self.redshift, flux[is_source], err[is_source],
+                                                   batch_size=self.batch_size)
                     quality = multiband_quality(flux[is_source], err[is_source])
                     for k, name in enumerate(REDSHIFT_CLASSES):
                         out[f"p_{name}"][is_source] = probs[:, k]

@@ -16,7 +16,7 @@ import json
 import logging
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -119,6 +119,23 @@ def _count_flags(table: pa.Table, summary: RunSummary) -> None:
             )
 
 
+def model_threads(cfg: SurveyJobConfig) -> int:
+    """torch threads per model actor: `cfg.model_threads`, or when 0, the CPUs of the smallest
+    node if there is one model actor (it then has the node's cores to itself apart from the
+    light tile tasks; Ray alone would give it `cpus_per_model_actor` threads), else
+    `cpus_per_model_actor`. Needs a running Ray."""
+    import ray
+
+    if cfg.model_threads:
+        return cfg.model_threads
+    if cfg.num_model_actors == 1:
+        cpus = [n["Resources"].get("CPU", 0) for n in ray.nodes() if n.get("Alive")]
+        cpus = [c for c in cpus if c >= 1]
+        if cpus:
+            return int(min(cpus))
+    return max(1, round(cfg.cpus_per_model_actor))
+
+
 def run_survey_job(cfg: SurveyJobConfig, *, progress: bool = True) -> RunSummary:
     """Run (or resume) the survey job described by `cfg`; returns its summary.
 
@@ -158,6 +175,7 @@ def run_survey_job(cfg: SurveyJobConfig, *, progress: bool = True) -> RunSummary
         # auto uses them when the cluster has some now
         use_gpu = cfg.device == "cuda" or (
             cfg.device == "auto" and ray.cluster_resources().get("GPU", 0) > 0)
+        cfg = replace(cfg, model_threads=model_threads(cfg))
         board = ray.remote(num_cpus=0)(TileStatusBoard).remote()
         dataset = (
             ray.data.from_items(_tile_items(pending), override_num_blocks=len(pending))
