@@ -54,7 +54,7 @@ class SizePreset:
     compile_models: tuple[str, ...] = ("denoiser", "d16_classifier", "multiband_classifier",
                                        "spectral_encoder")  # those torch.compile is tried on
     spectra_per_s_items: int = 4096  # spectra per spectral-encoder batch at most
-    threads_fix_variant: bool = True  # also run the pipeline with model threads = cores
+    threads_fix_variant: bool = True  # also run the pipeline with one model thread
 
     @property
     def inner(self) -> int:

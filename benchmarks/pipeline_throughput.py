@@ -44,12 +44,13 @@ from galscale.config import SurveyJobConfig, TilingConfig
 
 def job_config(survey: BenchSurvey, out: Path, preset: SizePreset, models: ModelSet, *,
                batch_size: int, workers: int = 1, cpus_per_actor: float = 1.0,
-               device: str = "auto", run_id: str = "bench", max_tiles: int = 0) -> SurveyJobConfig:
+               device: str = "auto", run_id: str = "bench", max_tiles: int = 0,
+               model_threads: int = 0) -> SurveyJobConfig:
     return SurveyJobConfig(
         survey=survey.url, out=str(out), run_id=run_id,
         tiling=TilingConfig(preset.tile_size, preset.margin), **models.paths(), device=device,
         batch_size=batch_size, num_model_actors=workers, cpus_per_model_actor=cpus_per_actor,
-        max_tiles=max_tiles)
+        max_tiles=max_tiles, model_threads=model_threads)
 
 
 def run_job(cfg: SurveyJobConfig) -> dict[str, Any]:
@@ -185,11 +186,9 @@ def run(preset: SizePreset, models: ModelSet, survey: BenchSurvey, work: Path,
     stage = model_stage_in_process(cfg, survey, preset.min_seconds)
     variants = {}
     if preset.threads_fix_variant:
-        log("pipeline: survey job with OMP_NUM_THREADS = cores")
-        fix_cfg = replace(cfg, out=str(work / "pipeline_run_threads"))
-        variants["omp_threads_all_cores"] = warm_then_run(fix_cfg, preset.warmup,
-                                                          model_threads=physical_cores())
-        variants["omp_threads_all_cores"]["omp_num_threads"] = physical_cores()
+        log("pipeline: survey job with one model thread (Ray's default for a 1-CPU actor)")
+        one_cfg = replace(cfg, out=str(work / "pipeline_run_one_thread"), model_threads=1)
+        variants["one_model_thread"] = warm_then_run(one_cfg, preset.warmup)
 
     chain = model_bound["chain"]
     chain_flops = hardware["flops_per_item"]["per_source_chain"]

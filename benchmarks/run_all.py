@@ -76,8 +76,8 @@ def _pipeline_why(p: dict[str, Any], m: dict[str, Any]) -> str:
             f"the pipeline's model stage in one process reaches "
             f"{stage['all_threads']['sources_per_s']:.2f} sources/s with "
             f"{stage['all_threads']['threads']} threads but "
-            f"{stage['one_thread']['sources_per_s']:.2f} with 1 thread, and a model actor with "
-            f"num_cpus=1 gets 1 thread (Ray sets OMP_NUM_THREADS from num_cpus)")
+            f"{stage['one_thread']['sources_per_s']:.2f} with 1 thread (the job's single model "
+            f"actor uses all cores: SurveyJobConfig.model_threads = 0)")
     parts.append(
         f"the model bound's per-source chain ({m['chain']['best_items_per_s']:.2f}/s) counts no "
         f"reading, detection, cutting, preprocessing or writing, which share the same "
@@ -125,7 +125,7 @@ def summarise(results: dict[str, Any], machine: dict[str, Any], size: str) -> di
         if w2:
             why = (f"1 worker: {s['workers']['1']['sources_per_s']:.2f} sources/s, 2 workers: "
                    f"{w2['sources_per_s']:.2f} on {s['cores']} cores shared with the tile stage "
-                   f"(model actors at {w2['cpus_per_model_actor']} CPU each)")
+                   f"(model actors at {w2['cpus_per_model_actor']} CPU and one thread each)")
         targets["scaling_efficiency_1_to_2_workers"] = _target(
             s["efficiency_1_to_2_workers"], TARGETS["scaling_efficiency_1_to_2_workers"], why)
     return {"size": size, "machine": machine, "headline": head, "targets": targets}

@@ -2,7 +2,8 @@
 
 - Workers: the survey job with 1, 2, 4 model actors on one machine. Each actor asks for
   min(1, (cores - 1) / workers) CPUs, so the tile stage always keeps one CPU and every
-  configuration fits the machine (4 workers on 2 cores share it). On a GPU machine an actor
+  configuration fits the machine (4 workers on 2 cores share it); one torch thread per actor,
+  so the figure measures adding workers, not threads. On a GPU machine an actor
   uses the GPU while workers <= GPUs, else runs on CPU (recorded per run).
   Efficiency(w) = throughput(w) / (w x throughput(1)).
 - Nodes: the same job on a multi-node Ray cluster on this machine (`ray.cluster_utils.Cluster`,
@@ -53,7 +54,8 @@ def _worker_runs(survey: BenchSurvey, work: Path, preset: SizePreset, models: Mo
     for w in preset.workers:
         log(f"scaling: {w} model worker(s)")
         cfg = job_config(survey, work / f"workers_{w}", preset, models, batch_size=batch_size,
-                         workers=w, cpus_per_actor=actor_cpus(w, cores), device=actor_device(w))
+                         workers=w, cpus_per_actor=actor_cpus(w, cores), device=actor_device(w),
+                         model_threads=1)
         runs[str(w)] = run_job(cfg)
     one = runs[str(preset.workers[0])]["sources_per_s"]
     for w, r in runs.items():
