@@ -176,6 +176,38 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     r.set_defaults(func=run)
     _add_evaluate_morphology(models)
     _add_evaluate_spectral(models)
+    _add_evaluate_catalog(models)
+
+
+def _add_evaluate_catalog(models: argparse._SubParsersAction) -> None:
+    """`galscale evaluate catalog`: a survey catalog against the simulation's truth."""
+    c = models.add_parser(
+        "catalog",
+        help="a survey job's catalog against a simulated survey's truth: completeness, "
+        "duplicates, P(disk) accuracy and ROC AUC (all and resolved galaxies), redshift-class "
+        "accuracy and recall",
+    )
+    c.add_argument("catalog", help="catalog.parquet of a run (local path)")
+    c.add_argument("truth", help="truth.parquet written by `galscale simulate`")
+    c.add_argument("--out", default=None, help="also write the figures to this JSON file")
+
+    def run(args: argparse.Namespace) -> int:
+        import json
+        from pathlib import Path
+
+        import pyarrow.parquet as pq
+
+        from galscale.evaluate.truth import compare_with_truth
+
+        result = compare_with_truth(pq.read_table(args.catalog), pq.read_table(args.truth))
+        text = json.dumps(result, indent=1, default=str)
+        print(text)
+        if args.out:
+            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.out).write_text(text + "\n")
+        return 0
+
+    c.set_defaults(func=run)
 
 
 def _add_evaluate_spectral(models: argparse._SubParsersAction) -> None:

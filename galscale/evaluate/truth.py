@@ -13,6 +13,7 @@ import pyarrow as pa
 from scipy.spatial import cKDTree
 
 from galscale.config import REDSHIFT_CLASSES
+from galscale.sim.stamps import MORPH_R_HALF_RANGE
 
 
 def match_to_truth(catalog: pa.Table, truth: pa.Table, radius_px: float = 2.0) -> np.ndarray:
@@ -37,9 +38,27 @@ def bright_truth(truth: pa.Table, min_snr: float = 10.0) -> np.ndarray:
     return np.nan_to_num(np.asarray(truth["mag_F277W"], dtype=float), nan=99.0) < 27.0
 
 
+def _auc(labels: np.ndarray, scores: np.ndarray) -> float:
+    """ROC AUC, NaN when only one class is present."""
+    from sklearn.metrics import roc_auc_score
+
+    labels = np.asarray(labels, dtype=bool)
+    return float(roc_auc_score(labels, scores)) if 0 < labels.sum() < len(labels) else float("nan")
+
+
+def _truth_column(truth: pa.Table, name: str, match: np.ndarray, matched: np.ndarray) -> np.ndarray:
+    """Per catalog row, the matched truth source's `name` (NaN when unmatched or absent)."""
+    if name not in truth.column_names:
+        return np.full(len(match), np.nan)
+    values = np.nan_to_num(np.asarray(truth[name], dtype=float), nan=np.nan)
+    return np.where(matched, values[np.where(matched, match, 0)], np.nan)
+
+
 def compare_with_truth(catalog: pa.Table, truth: pa.Table, radius_px: float = 2.0,
-                       min_snr: float = 10.0) -> dict[str, Any]:
-    """Completeness, duplicates and classification accuracies of a catalog against truth."""
+                       min_snr: float = 10.0, resolved_r_half: float = MORPH_R_HALF_RANGE[0],
+                       resolved_min_snr: float = 30.0) -> dict[str, Any]:
+    """Completeness, duplicates and classification accuracies (and ROC AUC of P(disk), for all
+    galaxies and for resolved ones) of a catalog against truth."""
     match = match_to_truth(catalog, truth, radius_px)
     matched = match >= 0
     truth_hits = np.bincount(match[matched], minlength=truth.num_rows)
@@ -64,6 +83,17 @@ def compare_with_truth(catalog: pa.Table, truth: pa.Table, radius_px: float = 2.
         result["disk_galaxies_scored"] = int(galaxy.sum())
         result["disk_accuracy"] = float(((p_disk[galaxy] > 0.5) == truth_disk).mean()) if galaxy.any() else float("nan")
         result["disk_majority_baseline"] = float(max(truth_disk.mean(), 1 - truth_disk.mean())) if galaxy.any() else float("nan")
+        result["disk_roc_auc"] = _auc(truth_disk, p_disk[galaxy])
+        # Morphology is only defined for resolved galaxies: the subset like the training stamps
+        # (half-light radius >= MORPH_R_HALF_RANGE[0]) and detected at high S/N.
+        resolved = galaxy & _truth_column(truth, "half_light_radius_arcsec", match, matched) >= resolved_r_half
+        resolved &= _truth_column(truth, "snr_det", match, matched) > resolved_min_snr
+        truth_resolved = kind[resolved] == "disk"
+        result["disk_resolved_definition"] = (f"half_light_radius >= {resolved_r_half} arcsec and "
+                                              f"snr_det > {resolved_min_snr}")
+        result["disk_resolved_scored"] = int(resolved.sum())
+        result["disk_resolved_accuracy"] = float(((p_disk[resolved] > 0.5) == truth_resolved).mean()) if resolved.any() else float("nan")
+        result["disk_resolved_roc_auc"] = _auc(truth_resolved, p_disk[resolved])
     if "p_low_z" in names and "z_class" in truth.column_names:
         probs = np.column_stack([np.asarray(catalog[f"p_{c}"], dtype=float) for c in REDSHIFT_CLASSES])
         z_class = np.asarray(truth["z_class"].to_pylist(), dtype=object)
