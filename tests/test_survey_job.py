@@ -75,8 +75,8 @@ def test_local_run_catalog_is_complete_and_better_than_chance(local_run, sim):
     quality = compare_with_truth(table, sim["truth"])
     print("survey job vs truth:", json.dumps(quality, indent=1))
     assert quality["bright_detected_fraction"] >= 0.95
-    # the redshift classes beat chance; P(disk) is reported but not yet better than chance on
-    # survey cutouts with the small shipped classifier (see docs/morphology.md)
+    # the redshift classes beat chance; P(disk) is reported but is near chance on faint survey
+    # galaxies (ROC AUC 0.51 over all, 0.67 for resolved ones: docs/morphology.md)
     assert quality["zclass_accuracy"] > 1 / 3
     p_disk = np.asarray(table["p_disk"], dtype=float)
     usable = (np.asarray(table["flags"]) & 512) == 0  # NO_MORPHOLOGY

@@ -13,7 +13,6 @@ import pyarrow as pa
 from scipy.spatial import cKDTree
 
 from galscale.config import REDSHIFT_CLASSES
-from galscale.sim.stamps import MORPH_R_HALF_RANGE
 
 
 def match_to_truth(catalog: pa.Table, truth: pa.Table, radius_px: float = 2.0) -> np.ndarray:
@@ -38,6 +37,9 @@ def bright_truth(truth: pa.Table, min_snr: float = 10.0) -> np.ndarray:
     return np.nan_to_num(np.asarray(truth["mag_F277W"], dtype=float), nan=99.0) < 27.0
 
 
+RESOLVED_R_HALF_ARCSEC = 0.2
+
+
 def _auc(labels: np.ndarray, scores: np.ndarray) -> float:
     """ROC AUC, NaN when only one class is present."""
     from sklearn.metrics import roc_auc_score
@@ -55,8 +57,8 @@ def _truth_column(truth: pa.Table, name: str, match: np.ndarray, matched: np.nda
 
 
 def compare_with_truth(catalog: pa.Table, truth: pa.Table, radius_px: float = 2.0,
-                       min_snr: float = 10.0, resolved_r_half: float = MORPH_R_HALF_RANGE[0],
-                       resolved_min_snr: float = 30.0) -> dict[str, Any]:
+                       min_snr: float = 10.0, resolved_r_half: float = RESOLVED_R_HALF_ARCSEC,
+                       resolved_min_snr: float = 20.0) -> dict[str, Any]:
     """Completeness, duplicates and classification accuracies (and ROC AUC of P(disk), for all
     galaxies and for resolved ones) of a catalog against truth."""
     match = match_to_truth(catalog, truth, radius_px)
@@ -84,10 +86,11 @@ def compare_with_truth(catalog: pa.Table, truth: pa.Table, radius_px: float = 2.
         result["disk_accuracy"] = float(((p_disk[galaxy] > 0.5) == truth_disk).mean()) if galaxy.any() else float("nan")
         result["disk_majority_baseline"] = float(max(truth_disk.mean(), 1 - truth_disk.mean())) if galaxy.any() else float("nan")
         result["disk_roc_auc"] = _auc(truth_disk, p_disk[galaxy])
-        # Morphology is only defined for resolved galaxies: the subset like the training stamps
-        # (half-light radius >= MORPH_R_HALF_RANGE[0]) and detected at high S/N.
-        resolved = galaxy & _truth_column(truth, "half_light_radius_arcsec", match, matched) >= resolved_r_half
-        resolved &= _truth_column(truth, "snr_det", match, matched) > resolved_min_snr
+        # Morphology is only defined for resolved galaxies: those with a half-light radius
+        # over twice the F277W PSF FWHM (0.092") and detected at S/N > 20.
+        r_half = _truth_column(truth, "half_light_radius_arcsec", match, matched)
+        snr = _truth_column(truth, "snr_det", match, matched)
+        resolved = galaxy & (r_half >= resolved_r_half) & (snr > resolved_min_snr)
         truth_resolved = kind[resolved] == "disk"
         result["disk_resolved_definition"] = (f"half_light_radius >= {resolved_r_half} arcsec and "
                                               f"snr_det > {resolved_min_snr}")
