@@ -86,6 +86,21 @@ def test_local_run_catalog_is_complete_and_better_than_chance(local_run, sim):
     assert set(provenance["model_hashes"]) == {"denoiser", "morphology", "redshift"}
 
 
+def test_evaluate_catalog_command_writes_the_truth_comparison(local_run, sim, tmp_path):
+    from galscale.cli import main
+
+    out = tmp_path / "quality.json"
+    truth_file = tmp_path / "truth.parquet"
+    pq.write_table(sim["truth"], truth_file)
+    assert main(["evaluate", "catalog", local_run["summary"].catalog, str(truth_file),
+                 "--out", str(out)]) == 0
+    written = json.loads(out.read_text())
+    expected = compare_with_truth(local_run["catalog"], sim["truth"])
+    assert written["zclass_accuracy"] == pytest.approx(expected["zclass_accuracy"])
+    assert written["disk_galaxies_scored"] == expected["disk_galaxies_scored"] > 0
+    assert 0.0 <= written["disk_roc_auc"] <= 1.0
+
+
 def test_ray_job_submit_gives_the_same_catalog(local_run, sim, tmp_path):
     env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "RAY_ADDRESS": ""}
     port, dashboard = _free_port(), _free_port()
