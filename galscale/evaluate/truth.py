@@ -52,7 +52,7 @@ def _truth_column(truth: pa.Table, name: str, match: np.ndarray, matched: np.nda
     """Per catalog row, the matched truth source's `name` (NaN when unmatched or absent)."""
     if name not in truth.column_names:
         return np.full(len(match), np.nan)
-    values = np.nan_to_num(np.asarray(truth[name], dtype=float), nan=np.nan)
+    values = np.asarray(truth[name], dtype=float)
     return np.where(matched, values[np.where(matched, match, 0)], np.nan)
 
 
