@@ -53,6 +53,10 @@ class DetectionConfig:
     filter_fwhm_arcsec: float = 0.0  # Gaussian matched-filter FWHM; 0: SEP's 3x3 kernel
     clean: bool = True
     clean_param: float = 1.0
+    # local background of the detection image (a median-filtered map of 8 px bin medians, this
+    # wide), subtracted before extraction only: it removes the extended halos of bright galaxies
+    # so that faint neighbours separate; 0 turns it off. Measurements use the mosaics as they are.
+    background_box_px: int = 72
 
 
 # 5-sigma point-source depth (AB) of simulated surveys, background-limited, in a 0.3"-diameter

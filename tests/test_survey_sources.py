@@ -252,3 +252,45 @@ def test_light_truth_centroid_and_aperture_snr():
     x, y, _ = light_truth(pair, 32.0, 32.0, 1.0, peak_window_px=2.0)
     assert abs(x - 24.0) < 0.2 and abs(y - 32.0) < 0.05
     assert light_truth(np.zeros((n, n)), 5.0, 6.0, 1.0) == (5.0, 6.0, 0.0)
+
+
+def test_local_background_is_tiling_independent_and_removes_halos():
+    from galscale.survey.sources import local_background
+
+    shape = (300, 300)
+    rng = np.random.default_rng(5)
+    halo = _gauss(shape, 150.3, 140.7, 25.0, 4.0e5)  # an extended halo, peak ~100 sigma
+    img = halo + _gauss(shape, 200.0, 120.0, 1.5, 300.0) + rng.standard_normal(shape)
+    mask = np.zeros(shape, bool)
+    whole = local_background(img, mask, 0, 0, 72)
+    # a block starting elsewhere (not on a bin edge) gives the same map away from its edges
+    y0, x0 = 37, 53
+    part = local_background(img[y0:, x0:], mask[y0:, x0:], y0, x0, 72)
+    inner = (slice(y0 + 80, 300 - 80), slice(x0 + 80, 300 - 80))
+    np.testing.assert_allclose(part[80:-80, 80:-80], whole[inner], atol=1e-12)
+    # it takes out most of the halo's light around the compact source on it (so that the
+    # source's isophote no longer joins the halo's), not the source itself, nor the noise
+    assert 0.5 * halo[120, 200] < whole[120, 200] < halo[120, 200]
+    assert 0.4 * halo[140, 150] < whole[140, 150] < halo[140, 150]
+    compact_peak = 300.0 / (2 * np.pi * 1.5**2)
+    assert whole[120, 200] - halo[120, 200] < 0.1 * compact_peak
+    assert abs(np.median(whole[:20, :20])) < 0.2
+    # bins without data are filled, not NaN
+    mask[:64, :64] = True
+    assert np.isfinite(local_background(img, mask, 0, 0, 72)).all()
+
+
+def test_segment_half_light_radius_ignores_neighbours():
+    from galscale.survey.sources import segment_half_light_radius
+
+    shape = (80, 80)
+    img = _gauss(shape, 30.0, 40.0, 2.0, 1000.0) + _gauss(shape, 45.0, 40.0, 2.0, 1000.0)
+    segmap = np.where(np.arange(80)[None, :] < 38, 1, 2).repeat(80, axis=0).astype(np.int32)
+    r = segment_half_light_radius(img, np.array([30.0]), np.array([40.0]), segmap,
+                                  np.array([1], np.int32), np.zeros(shape, bool))
+    assert abs(r[0] - 1.1774 * 2.0) < 0.35, r  # a Gaussian's r50 = 1.18 sigma
+    # over both segments the half-light circle would reach the neighbour
+    both = segment_half_light_radius(img, np.array([30.0]), np.array([40.0]),
+                                     np.ones(shape, np.int32), np.array([1], np.int32),
+                                     np.zeros(shape, bool))
+    assert both[0] > 2 * r[0]

@@ -5,8 +5,10 @@ only the sources the tile owns (`galscale.survey.tiling`), as a dict of NumPy co
 pixel coordinates (0-based, pixel centres at integers, the SEP and astropy convention).
 
 Detection assumes background-subtracted mosaics (JWST i2d products after sky matching, and
-`galscale.sim` surveys, are): no tile-dependent background is estimated, so every measurement is
-a function of the pixels near the source only and is bit-identical whichever tiling is used.
+`galscale.sim` surveys, are). The only background estimated is a local one of the detection
+image (`local_background`), on bins aligned to the survey's pixel grid, so that every
+measurement is a function of the pixels near the source only and is identical whichever tiling
+is used; it shapes the segmentation only, never the fluxes.
 
 `source_id` (int64) = (py * nx + px) * 8 + k, where (px, py) is the centroid's nearest pixel
 (the pixel that decides tile ownership), nx the survey width, and k the rank (0..7, by
@@ -17,6 +19,7 @@ the source, never on the tiling. In catalog mode an integer input `id` column is
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -33,6 +36,7 @@ KRON_FACTOR = 2.5  # AUTO aperture = KRON_FACTOR x Kron radius (SExtractor's MAG
 MIN_APERTURE_PX = 3.5  # minimum AUTO / catalog-mode aperture radius in pixels
 IDS_PER_PIXEL = 8
 MIN_WINDOW_SIGMA_PX = 0.5  # smallest windowed-centroid Gaussian sigma (SEP winpos' minsig)
+BACKGROUND_BIN_PX = 8  # local background: median of survey-aligned bins of this side
 
 
 def detection_image(block: SurveyBlock, bands: Sequence[str]) -> tuple[np.ndarray, np.ndarray,
@@ -57,6 +61,58 @@ def _sep_ready(image: np.ndarray, err: np.ndarray, mask: np.ndarray) -> tuple[np
     fill = float(np.median(err[~mask])) if (~mask).any() else 1.0
     return (np.ascontiguousarray(image, np.float64),
             np.ascontiguousarray(np.where(mask, fill, err), np.float64))
+
+
+def local_background(image: np.ndarray, mask: np.ndarray, y0: int, x0: int,
+                     box_px: int) -> np.ndarray:
+    """Smooth local background of a detection image whose pixel [0, 0] is survey pixel (y0, x0).
+
+    Medians of BACKGROUND_BIN_PX-square bins aligned to the survey grid (not to the block),
+    median-filtered over about `box_px`, bilinearly interpolated back to pixels. Away from the
+    block edge (a few box widths; tile margins are wider) the result depends only on the survey
+    pixels, not on where the tile starts. Bins without data are filled by the median filter.
+    """
+    from scipy.ndimage import map_coordinates, median_filter
+
+    f = BACKGROUND_BIN_PX
+    oy, ox = (-y0) % f, (-x0) % f
+    ny, nx = (image.shape[0] - oy) // f, (image.shape[1] - ox) // f
+    if ny < 1 or nx < 1:
+        return np.zeros_like(image)
+    sub = np.where(mask, np.nan, image)[oy:oy + ny * f, ox:ox + nx * f]
+    with warnings.catch_warnings():  # all-NaN bins (no data) are filled below
+        warnings.simplefilter("ignore", RuntimeWarning)
+        bins = np.nanmedian(sub.reshape(ny, f, nx, f).transpose(0, 2, 1, 3).reshape(ny, nx, -1),
+                            axis=2)
+    bins = np.where(np.isfinite(bins), bins, np.nanmedian(bins) if np.isfinite(bins).any() else 0.0)
+    n = max(1, int(round(box_px / f)))
+    coarse = median_filter(bins, size=n | 1, mode="nearest")
+    gy = (np.arange(image.shape[0]) - oy - (f - 1) / 2) / f
+    gx = (np.arange(image.shape[1]) - ox - (f - 1) / 2) / f
+    yy, xx = np.meshgrid(gy, gx, indexing="ij")
+    return map_coordinates(coarse, [yy, xx], order=1, mode="nearest")
+
+
+def segment_half_light_radius(data: np.ndarray, x: np.ndarray, y: np.ndarray,
+                              segmap: np.ndarray, seg_id: np.ndarray, mask: np.ndarray,
+                              max_radius_px: int = 32) -> np.ndarray:
+    """Half-light radius (pixels) of each object's own segment about (x, y): the light of
+    blended neighbours and of the noise outside the segment does not widen it."""
+    ny, nx = data.shape
+    out = np.ones(len(x))
+    for i in range(len(x)):
+        h = max_radius_px
+        cx, cy = int(round(x[i])), int(round(y[i]))
+        xa, xb, ya, yb = max(cx - h, 0), min(cx + h + 1, nx), max(cy - h, 0), min(cy + h + 1, ny)
+        own = (segmap[ya:yb, xa:xb] == seg_id[i]) & ~mask[ya:yb, xa:xb]
+        light = np.where(own, np.clip(data[ya:yb, xa:xb], 0.0, None), 0.0).ravel()
+        gy, gx = np.mgrid[ya:yb, xa:xb]
+        r = np.hypot(gx - x[i], gy - y[i]).ravel()
+        order = np.argsort(r, kind="stable")
+        cum = np.cumsum(light[order])
+        if cum[-1] > 0:
+            out[i] = float(r[order][np.searchsorted(cum, 0.5 * cum[-1])])
+    return out
 
 
 def gaussian_kernel(fwhm_px: float) -> np.ndarray | None:
@@ -232,7 +288,11 @@ def detect_sources(survey: Survey, block: SurveyBlock, tile: Tile | None = None,
     sep.set_sub_object_limit(max(sep.get_sub_object_limit(), 4096))
     kernel = gaussian_kernel(config.filter_fwhm_arcsec / survey.pixel_scale_arcsec)
     kw: dict[str, Any] = {} if kernel is None else {"filter_kernel": kernel}
-    objs, segmap = sep.extract(data, config.threshold_sigma, err=e, mask=mask,
+    extract_data = data
+    if config.background_box_px > 0:
+        extract_data = np.ascontiguousarray(
+            data - local_background(data, mask, block.y0, block.x0, config.background_box_px))
+    objs, segmap = sep.extract(extract_data, config.threshold_sigma, err=e, mask=mask,
                                minarea=config.min_area, deblend_nthresh=config.deblend_nthresh,
                                deblend_cont=config.deblend_cont, clean=config.clean,
                                clean_param=config.clean_param, filter_type="matched",
@@ -246,12 +306,15 @@ def detect_sources(survey: Survey, block: SurveyBlock, tile: Tile | None = None,
     xs, ys, a, b, th, oflag, seg_id = (xs[ok], ys[ok], a[ok], b[ok], th[ok], objs["flag"][ok],
                                        seg_id[ok])
     # windowed centroid: sigma = 2 * r_half / 2.35 (SExtractor's XWIN convention), with r_half
-    # = 1.18 sqrt(a b) from the object's own (deblended) isophotal moments, as for a Gaussian:
-    # a half-light radius measured in a circle would take in the light of blended neighbours
-    # and widen the window towards them
-    sig = np.maximum(2.0 * 1.1774 * np.sqrt(a * b) / 2.35, MIN_WINDOW_SIGMA_PX)
+    # the half-light radius of the object's own segment: isophotal moments (sqrt(a b)) of a
+    # compact source blended with a faint neighbour or noise, or a circle taking in the light
+    # of neighbours, widen the window and let noise and neighbours pull the centroid
+    r_half = segment_half_light_radius(data, xs, ys, segmap, seg_id, mask)
+    sig = np.maximum(2.0 * r_half / 2.35, MIN_WINDOW_SIGMA_PX)
     xw, yw, wok = windowed_centroids(data, xs, ys, sig, mask, segmap, seg_id)
-    good = wok & np.isfinite(xw) & np.isfinite(yw) & (np.hypot(xw - xs, yw - ys) < 2.0)
+    # a converged window may move from the isophotal centroid of a blend by up to 2 sigma
+    moved = np.hypot(xw - xs, yw - ys)
+    good = wok & np.isfinite(xw) & np.isfinite(yw) & (moved < np.maximum(2.0, 2.0 * sig))
     xw, yw = np.where(good, xw, xs), np.where(good, yw, ys)
     sx, sy = xw + block.x0, yw + block.y0
     keep = tile.owns(sx, sy, survey.shape) if tile is not None else np.ones(len(sx), bool)
@@ -402,6 +465,6 @@ def catalog_sources(survey: Survey, block: SurveyBlock, positions: Mapping[str, 
     return _finish(survey, block, tile, sx, sy, cols, flags, reasons, bands)
 
 
-__all__ = ["detection_image", "detect_sources", "photometry", "source_ids",
-           "read_position_table", "project_positions", "catalog_sources", "KRON_FACTOR",
+__all__ = ["detection_image", "local_background", "segment_half_light_radius", "detect_sources",
+           "photometry", "source_ids", "read_position_table", "project_positions", "catalog_sources", "KRON_FACTOR",
            "MIN_APERTURE_PX"]
