@@ -76,3 +76,24 @@ def test_task_datasets_are_deterministic_weighted_and_augmented():
     assert int((x0.abs().amax(dim=(1, 2)) == 0).sum()) >= 1
     loss, metrics = task.loss(task.build_model(), (torch.stack([x0, x2]), torch.tensor([0, 2])))
     assert loss.ndim == 0 and np.isfinite(float(loss.detach())) and "accuracy" in metrics
+
+
+def test_cosine_schedule_anneals_over_the_run_and_constant_has_none():
+    import torch
+
+    model = torch.nn.Linear(2, 2)
+    task = RedshiftTask(lr_schedule="cosine", total_steps=20, learning_rate=5e-4)
+    opt = task.optimizer(model.parameters())
+    sched = task.scheduler(opt)
+    rates = []
+    for _ in range(20):
+        opt.step()
+        sched.step()
+        rates.append(opt.param_groups[0]["lr"])
+    assert all(a >= b for a, b in zip(rates, rates[1:]))
+    assert rates[-1] == pytest.approx(0.02 * 5e-4)
+    assert RedshiftTask().scheduler(RedshiftTask().optimizer(model.parameters())) is None
+    with pytest.raises(ValueError, match="total_steps"):
+        RedshiftTask(lr_schedule="cosine")
+    with pytest.raises(ValueError, match="lr_schedule"):
+        RedshiftTask(lr_schedule="step")

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
@@ -124,6 +125,8 @@ class RedshiftTask:
     noise_max: float = 0.5
     band_dropout: float = 0.15  # probability that a training cutout loses one random band
     learning_rate: float = 5e-4
+    lr_schedule: str = "constant"  # or "cosine": anneal to 2 % of learning_rate over total_steps
+    total_steps: int = 0  # optimizer steps of the whole run (the cosine schedule's length)
     architecture: dict[str, Any] = field(default_factory=dict)
     name: str = "redshift"
 
@@ -131,6 +134,10 @@ class RedshiftTask:
         if self.class_weighting not in ("inverse_frequency", "none"):
             raise ValueError(f"class_weighting must be 'inverse_frequency' or 'none', "
                              f"not {self.class_weighting!r}")
+        if self.lr_schedule not in ("constant", "cosine"):
+            raise ValueError(f"lr_schedule must be 'constant' or 'cosine', not {self.lr_schedule!r}")
+        if self.lr_schedule == "cosine" and self.total_steps < 1:
+            raise ValueError("the cosine schedule needs total_steps >= 1")
         self._weights: torch.Tensor | None = None
 
     def effective_class_priors(self) -> tuple[float, ...]:
@@ -167,6 +174,13 @@ class RedshiftTask:
 
     def optimizer(self, params: Iterator[torch.nn.Parameter]) -> torch.optim.Optimizer:
         return torch.optim.Adam(params, lr=self.learning_rate)
+
+    def scheduler(self, optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LRScheduler | None:
+        """Per-step learning-rate schedule of the shared loop (None: constant rate)."""
+        if self.lr_schedule == "constant":
+            return None
+        return torch.optim.lr_scheduler.CosineAnnealingLR(
+            optimizer, T_max=self.total_steps, eta_min=0.02 * self.learning_rate)
 
 
 def train_redshift(task: RedshiftTask, cfg: TrainConfig, out: str, command: str = "") -> dict[str, Any]:
@@ -262,6 +276,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    default=d.class_weighting, help=f"loss class weights ({d.class_weighting})")
     p.add_argument("--learning-rate", type=float, default=d.learning_rate,
                    help=f"Adam learning rate ({d.learning_rate}, as in the paper)")
+    p.add_argument("--lr-schedule", choices=("constant", "cosine"), default=d.lr_schedule,
+                   help="learning rate over the run: constant, or cosine annealing to 2 %% of "
+                        f"it by the last step ({d.lr_schedule})")
 
 
 def run(args: argparse.Namespace, cfg: TrainConfig) -> str:
@@ -270,8 +287,10 @@ def run(args: argparse.Namespace, cfg: TrainConfig) -> str:
     import shlex
     import sys
 
+    steps_per_epoch = math.ceil(math.ceil(args.n_train / max(cfg.num_workers, 1)) / cfg.batch_size)
     task = RedshiftTask(n_train=args.n_train, n_val=args.n_val, band_dropout=args.band_dropout,
-                        class_weighting=args.class_weighting, learning_rate=args.learning_rate)
+                        class_weighting=args.class_weighting, learning_rate=args.learning_rate,
+                        lr_schedule=args.lr_schedule, total_steps=steps_per_epoch * cfg.epochs)
     cfg = dataclasses.replace(cfg, run_name=cfg.run_name or "redshift")
     out = args.out or "runs/models/redshift"
     config = train_redshift(task, cfg, out, command=shlex.join(["galscale", *sys.argv[1:]]))
