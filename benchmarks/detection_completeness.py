@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/detection_completeness.py [--shape 1200 1400] [--sources 400]
     .venv/bin/python benchmarks/detection_completeness.py --sim --shape 1024 1024 \
-        --sources 400 --seeds 0 1 2 3 4 5 6 7 8 9
+        --sources 400  # --seeds 0 1 ... 19 by default
 
 Writes a Gaussian-source survey (galscale.survey.synthetic) or, with --sim, realistic galscale.sim
 fields (GalSim disks, spheroids, clumpy irregulars, mergers, stars, brown dwarfs; one per
@@ -126,8 +126,8 @@ def main() -> None:
     ap.add_argument("--shape", type=int, nargs=2, default=(1200, 1400))
     ap.add_argument("--sources", type=int, default=400)
     ap.add_argument("--seed", type=int, default=0, help="Gaussian survey seed")
-    ap.add_argument("--seeds", type=int, nargs="+", default=list(range(10)),
-                    help="--sim field seeds (0-9)")
+    ap.add_argument("--seeds", type=int, nargs="+", default=list(range(20)),
+                    help="--sim field seeds (0-19)")
     ap.add_argument("--tile-size", type=int, default=700)
     ap.add_argument("--margin", type=int, default=128)
     ap.add_argument("--snr-min", type=float, default=10.0)

@@ -48,7 +48,7 @@ class DetectionConfig:
     # defaults for JWST-like deep fields: see docs/survey-format.md ("Detection defaults")
     threshold_sigma: float = 2.2  # per-pixel S/N of the 3x3-filtered stack
     min_area: int = 8  # connected pixels above threshold
-    deblend_nthresh: int = 64
+    deblend_nthresh: int = 32
     deblend_cont: float = 1e-4  # faint galaxies next to 10^4 x brighter ones still split
     filter_fwhm_arcsec: float = 0.0  # Gaussian matched-filter FWHM; 0: SEP's 3x3 kernel
     clean: bool = True
