@@ -8,7 +8,7 @@ install:
 demo: install
 	.venv/bin/galscale demo --out demo
 
-# Lint and run the whole test suite (about 20 minutes on 2 cores).
+# Lint and run the whole test suite (about 15 minutes on 2 cores).
 test: install
 	.venv/bin/ruff check galscale jobs tests benchmarks scripts
 	.venv/bin/python -m pytest -q tests
