@@ -65,3 +65,29 @@ def test_real_jwst_noise_field() -> None:
                              np.random.default_rng(0), 256)
     assert field.shape == (256, 256) and np.isfinite(field).all()
     assert np.std(field) < np.std(data)  # the real galaxy's light is gone, the noise is left
+
+
+def test_evaluate_morphology_writes_both_readings_of_the_claim(tmp_path) -> None:
+    """The evaluation command end to end on a few held-out simulated stamps with the shipped
+    models: denoising quality, the two-classifier comparison and the same-model table."""
+    import json
+
+    from galscale.evaluate.morphology import evaluate_morphology
+
+    report = evaluate_morphology(tmp_path, images=None, n_sim=6, n_injections=2,
+                                 jwst_dir=tmp_path / "absent")
+    saved = json.loads((tmp_path / "morphology_evaluation.json").read_text())
+    assert saved["classification"]["accuracy_gain"] == pytest.approx(
+        report["classification"]["accuracy_gain"])
+    assert saved["heldout"]["n_sim"] == 6 and saved["heldout"]["n_real"] == 0
+    assert saved["denoising"]["all"]["n"] == 6
+    same = saved["classification"]["same_model"]
+    assert set(same) == {"classifier_denoised", "classifier_raw"}
+    for cells in same.values():
+        assert set(cells) == {"raw_input", "denoised_input", "clean_input"}
+        assert all(0.0 <= c["accuracy"] <= 1.0 and c["n"] == 6 for c in cells.values())
+    # the two-classifier cells are the diagonal of the same-model table
+    assert same["classifier_denoised"]["denoised_input"] == saved["classification"]["denoised_input"]
+    assert same["classifier_raw"]["raw_input"] == saved["classification"]["raw_input"]
+    assert "skipped" in saved["injection_recovery_jwst"]
+    assert (tmp_path / "morphology_roc.png").is_file()
