@@ -90,7 +90,7 @@ def test_cosine_schedule_anneals_over_the_run_and_constant_has_none():
         opt.step()
         sched.step()
         rates.append(opt.param_groups[0]["lr"])
-    assert all(a >= b for a, b in zip(rates, rates[1:]))
+    assert all(a >= b for a, b in zip(rates[:-1], rates[1:], strict=True))
     assert rates[-1] == pytest.approx(0.02 * 5e-4)
     assert RedshiftTask().scheduler(RedshiftTask().optimizer(model.parameters())) is None
     with pytest.raises(ValueError, match="total_steps"):
