@@ -289,8 +289,15 @@ def evaluate_morphology(
 
     labelled = galaxies.labels >= 0
     y = galaxies.labels[labelled]
-    p_den = disk_probability(load_model(classifier), denoised[labelled])
-    p_raw = disk_probability(load_model(raw_classifier), noisy[labelled])
+    # every trained classifier on every kind of picture, each model loaded and run once: the
+    # claim compares the diagonal (each model on its own input kind); `same_model` is the rest
+    inputs = {"raw_input": noisy, "denoised_input": denoised, "clean_input": clean}
+    p_disk = {name: {kind: disk_probability(model, images[labelled])
+                     for kind, images in inputs.items()}
+              for name, model in (("classifier_denoised", load_model(classifier)),
+                                  ("classifier_raw", load_model(raw_classifier)))}
+    p_den = p_disk["classifier_denoised"]["denoised_input"]
+    p_raw = p_disk["classifier_raw"]["raw_input"]
     report["classification"] = {
         "denoised_input": classification_report(y, p_den),
         "raw_input": classification_report(y, p_raw),
@@ -306,13 +313,8 @@ def evaluate_morphology(
                                    "raw_input": classification_report(y[sel], p_raw[sel])}
     # the other reading of "the same classifier": one trained model fed raw, denoised and
     # clean (upper bound) held-out pictures
-    cls["same_model"] = {}
-    for name, ref in (("classifier_denoised", classifier), ("classifier_raw", raw_classifier)):
-        model = load_model(ref)
-        cls["same_model"][name] = {
-            kind: classification_report(y, disk_probability(model, images[labelled]))
-            for kind, images in (("raw_input", noisy), ("denoised_input", denoised),
-                                 ("clean_input", clean))}
+    cls["same_model"] = {name: {kind: classification_report(y, p) for kind, p in by_kind.items()}
+                         for name, by_kind in p_disk.items()}
     _plot_roc({"denoised input": (y, p_den), "raw input": (y, p_raw)}, out / "morphology_roc.png")
     report["seconds"] = round(time.time() - start, 1)
     (out / "morphology_evaluation.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")

@@ -70,7 +70,7 @@ def local_background(image: np.ndarray, mask: np.ndarray, y0: int, x0: int,
     Medians of BACKGROUND_BIN_PX-square bins aligned to the survey grid (not to the block),
     median-filtered over about `box_px`, bilinearly interpolated back to pixels. Away from the
     block edge (a few box widths; tile margins are wider) the result depends only on the survey
-    pixels, not on where the tile starts. Bins without data are filled by the median filter.
+    pixels, not on where the tile starts. Bins without data take the median of the others.
     """
     from scipy.ndimage import map_coordinates, median_filter
 
@@ -466,5 +466,5 @@ def catalog_sources(survey: Survey, block: SurveyBlock, positions: Mapping[str, 
 
 
 __all__ = ["detection_image", "local_background", "segment_half_light_radius", "detect_sources",
-           "photometry", "source_ids", "read_position_table", "project_positions", "catalog_sources", "KRON_FACTOR",
-           "MIN_APERTURE_PX"]
+           "photometry", "source_ids", "read_position_table", "project_positions",
+           "catalog_sources", "KRON_FACTOR", "MIN_APERTURE_PX"]
