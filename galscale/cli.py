@@ -414,9 +414,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
 def add_classify_arguments(p: argparse.ArgumentParser) -> None:
     """Options of the survey job, shared by `galscale classify` and jobs/classify_survey.py."""
-    from galscale.config import DetectionConfig, SurveyJobConfig, TilingConfig
+    from galscale.config import CutoutConfig, DetectionConfig, SurveyJobConfig, TilingConfig
 
-    d, t = SurveyJobConfig("", ""), TilingConfig()
+    d, t, c = SurveyJobConfig("", ""), TilingConfig(), CutoutConfig()
     p.add_argument("--survey", required=True,
                    help="survey Zarr store: local path or s3://bucket/field.zarr")
     p.add_argument("--out", required=True,
@@ -459,6 +459,10 @@ def add_classify_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--detect-threshold", type=float, default=DetectionConfig().threshold_sigma,
                    help="detection threshold in sigma of the detection stack "
                    f"({DetectionConfig().threshold_sigma})")
+    p.add_argument("--morph-side-per-radius", type=float, default=c.morph_side_per_radius,
+                   help="frame each 256-px morphology cutout as a square of this many flux radii "
+                   "(at most 256 native pixels; 0: always 256 native pixels) "
+                   f"({c.morph_side_per_radius:g})")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -467,7 +471,7 @@ def job_config_from_args(args: argparse.Namespace):
     import dataclasses
     import os
 
-    from galscale.config import DetectionConfig, SurveyJobConfig, TilingConfig
+    from galscale.config import CutoutConfig, DetectionConfig, SurveyJobConfig, TilingConfig
 
     stages = [s.strip() for s in args.stages.split(",") if s.strip()]
     if args.spectra and "spectra" not in stages:
@@ -480,6 +484,7 @@ def job_config_from_args(args: argparse.Namespace):
         survey=args.survey, out=args.out, run_id=args.run_id,
         tiling=TilingConfig(tile_size=args.tile_size, margin=args.margin),
         detection=dataclasses.replace(DetectionConfig(), threshold_sigma=args.detect_threshold),
+        cutouts=CutoutConfig(morph_side_per_radius=args.morph_side_per_radius or None),
         stages=tuple(stages), sources=args.sources, spectra=args.spectra,
         spectra_redshifts=args.spectra_redshifts, device=args.device,
         batch_size=args.batch_size, num_model_actors=args.num_model_actors,

@@ -109,6 +109,29 @@ class SpectralEmbeddingConfig:
 JOB_STAGES: tuple[str, ...] = ("morphology", "redshift", "spectra")
 
 
+MORPH_STRETCH_SOFTENING = 0.02  # asinh softening as a fraction of the peak (= galscale.sim)
+
+
+@dataclass(frozen=True)
+class CutoutConfig:
+    """Cutout sizes, bands, the morphology stretch and framing (`galscale.survey.cutouts`)."""
+
+    multiband_size: int = MULTIBAND_CUTOUT
+    multiband_bands: tuple[str, ...] = NIRCAM_BANDS
+    morph_size: int = MORPH_CUTOUT
+    morph_bands: tuple[str, ...] = MORPHOLOGY_BANDS
+    softening: float = MORPH_STRETCH_SOFTENING  # s = softening x peak
+    peak_box: int = 16  # the peak is the brightest pixel of the central peak_box^2 (all channels)
+    morph_side_per_radius: float | None = 16.0  # frame side / flux radius; None: native pixels
+    morph_min_side_px: float = 32.0  # smallest framed side, in native pixels
+
+    def __post_init__(self) -> None:
+        if self.morph_side_per_radius is not None and self.morph_side_per_radius <= 0:
+            raise ValueError("morph_side_per_radius must be > 0, or None for native pixels")
+        if not 0 < self.morph_min_side_px <= self.morph_size:
+            raise ValueError(f"morph_min_side_px must be in (0, {self.morph_size}]")
+
+
 @dataclass(frozen=True)
 class SurveyJobConfig:
     """The survey job (`galscale classify`, `jobs/classify_survey.py`).
@@ -122,6 +145,7 @@ class SurveyJobConfig:
     run_id: str = "run"  # a rerun with the same run id and out skips finished tiles
     tiling: TilingConfig = TilingConfig()
     detection: DetectionConfig = DetectionConfig()
+    cutouts: CutoutConfig = CutoutConfig()
     stages: tuple[str, ...] = ("morphology", "redshift")  # + "spectra" when spectra are given
     sources: str | None = None  # catalog of RA/Dec (Parquet/FITS/CSV) instead of detection
     spectra: str | None = None  # spectra table (Parquet) or folder of DJA FITS spectra
@@ -172,7 +196,8 @@ def config_json(obj: Any) -> str:
 __all__ = [
     "SpectralEmbeddingConfig",
     "NIRCAM_BANDS", "PIVOT_UM", "MORPHOLOGY_BANDS", "REDSHIFT_CLASSES", "NJY_ZEROPOINT_AB",
-    "MORPH_CUTOUT", "MULTIBAND_CUTOUT", "TilingConfig", "DetectionConfig", "SimConfig",
+    "MORPH_CUTOUT", "MULTIBAND_CUTOUT", "MORPH_STRETCH_SOFTENING", "TilingConfig", "DetectionConfig",
+    "CutoutConfig", "SimConfig",
     "SIM_DEPTH_AB",
     "JOB_STAGES", "SurveyJobConfig", "to_json_dict", "config_json", "field",
 ]

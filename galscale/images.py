@@ -10,6 +10,7 @@ names (e.g. Galaxy Zoo 2 `spirals/` vs `non_spirals/`).
 
 from __future__ import annotations
 
+import argparse
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,6 +38,15 @@ class ImageSet:
     def as_float(self, index: int | slice | np.ndarray) -> np.ndarray:
         """float32 cutouts in [0, 1] for the given rows."""
         return self.images[index].astype(np.float32) / 255.0
+
+
+def absolute_folder(path: str) -> str:
+    """argparse type for image folders: the folder as an absolute path, since Ray Train runs
+    each worker in its own trial folder, where a relative path would not resolve."""
+    folder = Path(path).expanduser()
+    if not folder.is_dir():
+        raise argparse.ArgumentTypeError(f"image folder {path} does not exist")
+    return str(folder.resolve())
 
 
 def list_images(folder: str | Path) -> list[Path]:
@@ -165,6 +175,6 @@ def holdout_mask(paths: list[str] | list[Path], fraction: float = 0.2) -> np.nda
 
 
 __all__ = [
-    "IMAGE_SUFFIXES", "ImageLoadError", "ImageSet", "list_images", "stretch_to_unit",
+    "IMAGE_SUFFIXES", "ImageLoadError", "ImageSet", "absolute_folder", "list_images", "stretch_to_unit",
     "to_cutout", "load_image", "load_images", "folder_labels", "holdout_mask",
 ]

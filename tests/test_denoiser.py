@@ -21,6 +21,7 @@ from galscale.registry import load_artifact, load_model, save_artifact
 from galscale.train.denoiser import (
     BUILDER,
     ContaminatedPairs,
+    add_arguments,
     contaminate,
     load_clean_galaxies,
 )
@@ -103,6 +104,21 @@ def test_image_loading(tmp_path) -> None:
     loaded = load_images(paths, on_error="skip")
     assert len(loaded.paths) == 2 and loaded.skipped[0][0].endswith("broken.jpg")
     assert folder_labels(loaded.paths).tolist() == [0, 1]
+
+
+def test_images_option_becomes_absolute(tmp_path, monkeypatch) -> None:
+    """Ray Train workers run in their trial folder, so `--images ../x` must be resolved by the
+    parser, on the driver; a folder that does not exist is a usage error."""
+    import argparse
+
+    (tmp_path / "pictures").mkdir()
+    monkeypatch.chdir(tmp_path)
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(["--images", "./pictures"])
+    assert args.images == str((tmp_path / "pictures").resolve())
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--images", "missing"])
 
 
 def test_contaminated_pairs_are_deterministic() -> None:

@@ -75,9 +75,11 @@ def test_local_run_catalog_is_complete_and_better_than_chance(local_run, sim):
     quality = compare_with_truth(table, sim["truth"])
     print("survey job vs truth:", json.dumps(quality, indent=1))
     assert quality["bright_detected_fraction"] >= 0.95
-    # the redshift classes beat chance; P(disk) is reported but is near chance on faint survey
-    # galaxies (ROC AUC 0.51 over all, 0.67 for resolved ones: docs/morphology.md)
+    # the redshift classes beat chance; P(disk) is weak on faint survey galaxies (on a 4096 px
+    # field ROC AUC 0.58 over all, 0.82 for resolved ones: docs/morphology.md), too few here
     assert quality["zclass_accuracy"] > 1 / 3
+    low, high = quality["disk_roc_auc_95ci"]
+    assert low <= quality["disk_roc_auc"] <= high and high - low < 0.5
     p_disk = np.asarray(table["p_disk"], dtype=float)
     usable = (np.asarray(table["flags"]) & 512) == 0  # NO_MORPHOLOGY
     assert np.isfinite(p_disk[usable]).all() and ((p_disk[usable] >= 0) & (p_disk[usable] <= 1)).all()

@@ -11,7 +11,9 @@ from galscale.config import MORPHOLOGY_BANDS, NIRCAM_BANDS, DetectionConfig
 from galscale.survey.completeness import completeness, truth_snr
 from galscale.survey.cutouts import (
     CutoutConfig,
+    frame_radius,
     make_cutouts,
+    morphology_frame_side,
     morphology_stretch,
 )
 from galscale.survey.extract import extract_tile
@@ -114,6 +116,46 @@ def test_morphology_stretch_properties():
     np.testing.assert_allclose(out[1, :, 8:, 8:], out[0, :, 8:, 8:], atol=0.2)
     np.testing.assert_allclose(morphology_stretch(img * 7.0), out, atol=1e-6)  # scale-free
     assert CutoutConfig().morph_bands == MORPHOLOGY_BANDS
+
+
+def _half_light_radius(image: np.ndarray) -> float:
+    yy, xx = np.mgrid[:image.shape[0], :image.shape[1]]
+    r = np.hypot(yy - (image.shape[0] - 1) / 2, xx - (image.shape[1] - 1) / 2).ravel()
+    order = np.argsort(r)
+    cum = np.cumsum(image.ravel()[order])
+    return float(r[order][np.searchsorted(cum, cum[-1] / 2)])
+
+
+def test_morphology_cutouts_are_framed_by_the_galaxy_size():
+    """A small galaxy fills the 256-px frame as a large one does: r50 -> 256 / 16 = 16 px."""
+    size, sigma = 400, 2.5  # Gaussian r50 = 1.1774 sigma = 2.94 px
+    yy, xx = np.mgrid[:size, :size]
+    img = np.exp(-((xx - 200) ** 2 + (yy - 200) ** 2) / (2 * sigma**2)).astype(np.float32)
+    block = SurveyBlock(list(MORPHOLOGY_BANDS), 0, 0, np.stack([img] * 3),
+                        np.full((3, size, size), 1e-3, np.float32))
+    cfg = CutoutConfig()
+    r50 = frame_radius(block, np.array([200]), np.array([200]), cfg)[0]
+    assert r50 == pytest.approx(1.1774 * sigma, rel=0.05)
+    framed = make_cutouts(block, np.array([200.2]), np.array([199.7]), (size, size))
+    native = make_cutouts(block, np.array([200.2]), np.array([199.7]), (size, size),
+                          CutoutConfig(morph_side_per_radius=None))
+    zoom = 256 / (16 * r50)  # output pixels per native pixel
+    assert _half_light_radius(framed.morph[0, 0]) / _half_light_radius(
+        native.morph[0, 0]) == pytest.approx(zoom, rel=0.15)
+    w = framed.morph[0, 0] ** 4
+    cy, cx = (np.mgrid[:256, :256] * w).sum(axis=(1, 2)) / w.sum()
+    assert abs(cy - 127.5) < 0.2 and abs(cx - 127.5) < 0.2  # centred on the source pixel
+    assert framed.morph_masked_fraction[0] == 0 and framed.morph.max() == 1.0
+    side = morphology_frame_side(np.array([1.0, r50, 10.0, 40.0, np.nan]), cfg)
+    np.testing.assert_allclose(side[:3], [32.0, 16 * r50, 160.0])
+    assert np.isnan(side[3:]).all()  # large or unmeasured: 256 native pixels
+    # the same source cut from a smaller block around it is framed identically
+    part = SurveyBlock(block.bands, 72, 72, block.sci[:, 72:328, 72:328],
+                       block.err[:, 72:328, 72:328])
+    again = make_cutouts(part, np.array([200.2]), np.array([199.7]), (size, size))
+    np.testing.assert_array_equal(again.morph, framed.morph)
+    with pytest.raises(ValueError, match="morph_side_per_radius"):
+        CutoutConfig(morph_side_per_radius=0)
 
 
 def test_bad_data_inside_tiles_is_flagged_not_fatal(tmp_path):

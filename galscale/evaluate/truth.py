@@ -48,6 +48,20 @@ def _auc(labels: np.ndarray, scores: np.ndarray) -> float:
     return float(roc_auc_score(labels, scores)) if 0 < labels.sum() < len(labels) else float("nan")
 
 
+def auc_interval(labels: np.ndarray, scores: np.ndarray, n_boot: int = 500,
+                 seed: int = 0) -> list[float]:
+    """95 % bootstrap interval of the ROC AUC (resampling sources); NaNs when undefined."""
+    from sklearn.metrics import roc_auc_score
+
+    labels = np.asarray(labels, dtype=bool)
+    if not 0 < labels.sum() < len(labels):
+        return [float("nan"), float("nan")]
+    rng = np.random.default_rng(seed)
+    draws = [rng.integers(0, len(labels), len(labels)) for _ in range(n_boot)]
+    aucs = [roc_auc_score(labels[i], scores[i]) for i in draws if 0 < labels[i].sum() < len(i)]
+    return np.percentile(aucs, [2.5, 97.5]).tolist()
+
+
 def _truth_column(truth: pa.Table, name: str, match: np.ndarray, matched: np.ndarray) -> np.ndarray:
     """Per catalog row, the matched truth source's `name` (NaN when unmatched or absent)."""
     if name not in truth.column_names:
@@ -86,6 +100,7 @@ def compare_with_truth(catalog: pa.Table, truth: pa.Table, radius_px: float = 2.
         result["disk_accuracy"] = float(((p_disk[galaxy] > 0.5) == truth_disk).mean()) if galaxy.any() else float("nan")
         result["disk_majority_baseline"] = float(max(truth_disk.mean(), 1 - truth_disk.mean())) if galaxy.any() else float("nan")
         result["disk_roc_auc"] = _auc(truth_disk, p_disk[galaxy])
+        result["disk_roc_auc_95ci"] = auc_interval(truth_disk, p_disk[galaxy])
         # Morphology is only defined for resolved galaxies: those with a half-light radius
         # over twice the F277W PSF FWHM (0.092") and detected at S/N > 20.
         r_half = _truth_column(truth, "half_light_radius_arcsec", match, matched)
@@ -97,6 +112,7 @@ def compare_with_truth(catalog: pa.Table, truth: pa.Table, radius_px: float = 2.
         result["disk_resolved_scored"] = int(resolved.sum())
         result["disk_resolved_accuracy"] = float(((p_disk[resolved] > 0.5) == truth_resolved).mean()) if resolved.any() else float("nan")
         result["disk_resolved_roc_auc"] = _auc(truth_resolved, p_disk[resolved])
+        result["disk_resolved_roc_auc_95ci"] = auc_interval(truth_resolved, p_disk[resolved])
     if "p_low_z" in names and "z_class" in truth.column_names:
         probs = np.column_stack([np.asarray(catalog[f"p_{c}"], dtype=float) for c in REDSHIFT_CLASSES])
         z_class = np.asarray(truth["z_class"].to_pylist(), dtype=object)

@@ -157,7 +157,8 @@ def classify_cutout_folder(folder: str | Path, cfg: SurveyJobConfig | None = Non
             for note in notes:
                 reasons[0].append(f"note: {note}")
             h, w = block.shape
-            cut = make_cutouts(block, np.array([(w - 1) / 2]), np.array([(h - 1) / 2]), (h, w))
+            # the source pixel of an even-sized cutout is at index size // 2 (as in ours)
+            cut = make_cutouts(block, np.array([w // 2]), np.array([h // 2]), (h, w), cfg.cutouts)
             columns["source_name"].append(name)
             columns["bands"].append(",".join(block.bands))
             columns["flags"].append(int(flags[0]))

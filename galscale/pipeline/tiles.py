@@ -57,7 +57,8 @@ def process_tile(batch: dict[str, np.ndarray], survey: Survey, cfg: SurveyJobCon
     tile = Tile(**{k: (v[0].item() if hasattr(v[0], "item") else v[0]) for k, v in batch.items()})
     try:
         positions = _positions(cfg, survey, storage_options_for(cfg)) if cfg.sources else None
-        rows = extract_tile(survey, tile, detection=cfg.detection, positions=positions)
+        rows = extract_tile(survey, tile, detection=cfg.detection, positions=positions,
+                            cutouts=cfg.cutouts)
     except Exception as exc:  # one bad tile must not stop the survey: report it with its reason
         detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
         if board is not None:

@@ -336,7 +336,7 @@ def section_gallery(ctx: _Context) -> Section:
     if not ctx.gallery:
         s.missing = "gallery not requested (--no-gallery)"
         return s
-    from galscale.report.gallery import build_gallery, load_denoiser
+    from galscale.report.gallery import build_gallery, cutout_config_of_run, load_denoiser
     from galscale.survey.store import open_survey
 
     survey_url = ctx.run.provenance.get("survey") or ctx.run.config.get("survey")
@@ -358,7 +358,8 @@ def section_gallery(ctx: _Context) -> Section:
     columns["flag_reason"] = (ctx.cat.column("flag_reason").to_numpy(zero_copy_only=False)
                               if "flag_reason" in ctx.cat.column_names
                               else np.full(ctx.cat.num_rows, "", dtype=object))
-    result = build_gallery(columns, survey, denoiser, ctx.out, ctx.per_group, ctx.seed)
+    result = build_gallery(columns, survey, denoiser, ctx.out, ctx.per_group, ctx.seed,
+                           cutout_config_of_run(ctx.run.config))
     ctx.numbers["gallery"] = result
     s.text.append(f"Morphology cutouts (RGB = F277W, F200W, F150W; central 128 of 256 pixels) "
                   f"cut again from {survey_url} and denoised with the {note}. Sources drawn "

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from galscale.config import MORPH_CUTOUT, MORPHOLOGY_BANDS
+from galscale.config import CutoutConfig
 from galscale.report.figures import pyplot, save
 
 GROUPS: dict[str, str] = {
@@ -76,18 +76,21 @@ def choose_sources(p_disk: np.ndarray, flags: np.ndarray, per_group: int = 6,
                             pool=name)
 
 
-def morphology_cutouts(survey: Any, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """float32 [N, 3, 256, 256] morphology cutouts at survey positions, as the job made them.
+def morphology_cutouts(survey: Any, x: np.ndarray, y: np.ndarray,
+                       config: CutoutConfig | None = None) -> np.ndarray:
+    """float32 [N, 3, 256, 256] morphology cutouts at survey positions, as the job made them
+    (with the run's `config`).
 
     Reads one block of the morphology bands around each source (so only those pixels are
     fetched, also from S3) and cuts it with `make_cutouts`.
     """
     from galscale.survey.cutouts import make_cutouts
 
-    bands = [b for b in MORPHOLOGY_BANDS if b in survey.bands]
+    cfg = config or CutoutConfig()
+    bands = [b for b in cfg.morph_bands if b in survey.bands]
     ny, nx = survey.shape
-    half = MORPH_CUTOUT // 2
-    out = np.zeros((len(x), len(MORPHOLOGY_BANDS), MORPH_CUTOUT, MORPH_CUTOUT), np.float32)
+    half = cfg.morph_size // 2
+    out = np.zeros((len(x), len(cfg.morph_bands), cfg.morph_size, cfg.morph_size), np.float32)
     for i, (xi, yi) in enumerate(zip(np.asarray(x, float), np.asarray(y, float), strict=True)):
         px, py = int(np.floor(xi + 0.5)), int(np.floor(yi + 0.5))
         y0, y1 = max(0, py - half), min(ny, py + half)
@@ -95,8 +98,16 @@ def morphology_cutouts(survey: Any, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         if y0 >= y1 or x0 >= x1:
             continue  # off the survey: stays blank (such rows are flagged off_survey)
         block = survey.read_block(bands, y0, y1, x0, x1)
-        out[i] = make_cutouts(block, np.array([xi]), np.array([yi]), survey.shape).morph[0]
+        out[i] = make_cutouts(block, np.array([xi]), np.array([yi]), survey.shape, cfg).morph[0]
     return out
+
+
+def cutout_config_of_run(job_config: Mapping[str, Any]) -> CutoutConfig:
+    """The `CutoutConfig` a run recorded in its provenance; runs from before framing was
+    configurable cut 256 native pixels."""
+    recorded = job_config.get("cutouts") or {"morph_side_per_radius": None}
+    return CutoutConfig(**{k: tuple(v) if isinstance(v, list) else v
+                           for k, v in recorded.items()})
 
 
 def load_denoiser(source: str, expected_sha256: str | None = None) -> tuple[Any, str]:
@@ -147,14 +158,14 @@ def draw_gallery(raw: np.ndarray, denoised: np.ndarray | None, titles: list[str]
 
 def build_gallery(columns: Mapping[str, np.ndarray], survey: Any, denoiser: Any | None,
                   out_dir: str | os.PathLike[str], per_group: int = 6, seed: int = 0,
-                  ) -> dict[str, Any]:
+                  cutouts: CutoutConfig | None = None) -> dict[str, Any]:
     """Choose, cut, denoise and draw the three gallery groups; returns per-group PNG paths and
     the sources shown (`columns`: source_id, x, y, p_disk, flags, flag_reason)."""
     from galscale.models.denoiser import denoise_batch
 
     selection = choose_sources(columns["p_disk"], columns["flags"], per_group, seed)
     chosen = selection.all_rows()
-    raw = morphology_cutouts(survey, columns["x"][chosen], columns["y"][chosen])
+    raw = morphology_cutouts(survey, columns["x"][chosen], columns["y"][chosen], cutouts)
     clean = denoise_batch(denoiser, raw, batch_size=8) if denoiser is not None and len(raw) \
         else None
     where = {int(r): i for i, r in enumerate(chosen)}
@@ -179,5 +190,6 @@ def build_gallery(columns: Mapping[str, np.ndarray], survey: Any, denoiser: Any 
     return result
 
 
-__all__ = ["GROUPS", "GallerySelection", "choose_sources", "morphology_cutouts", "load_denoiser",
+__all__ = ["GROUPS", "GallerySelection", "choose_sources", "morphology_cutouts",
+           "cutout_config_of_run", "load_denoiser",
            "draw_gallery", "build_gallery"]

@@ -5,9 +5,15 @@
   error, or a band absent from the survey) are padded with flux 0 and error 0 (= zero weight).
 - 3-channel morphology cutout `float32 [N, 3, 256, 256]` (channels `config.MORPHOLOGY_BANDS`,
   R, G, B) stretched to [0, 1] by `morphology_stretch` (the simulator's training-stamp stretch:
-  one asinh per image, softening 0.02 x the central peak); padded pixels are 0.
+  one asinh per image, softening 0.02 x the central peak); padded pixels are 0. It is framed
+  by the galaxy's size, as Galaxy Zoo frames its pictures by the Petrosian radius: with r50
+  the flux radius on the stack of the morphology bands at the source pixel (`frame_radius`),
+  it shows a square of side `morph_side_per_radius` x r50 (16, the middle of the morphology
+  training stamps, where r50 is 8-27 of 256 px; at least `morph_min_side_px`, at most 256
+  native pixels) centred on the source pixel and resampled bilinearly to 256 px. Larger or
+  unmeasurable sources, and `morph_side_per_radius=None`, get 256 native pixels.
 
-A cutout of size S is centred on the source's nearest pixel (px, py): it covers rows
+A native cutout of size S is centred on the source's nearest pixel (px, py): it covers rows
 py - S//2 .. py + S//2 - 1 (the source pixel is at index S//2). `masked_fraction` is the fraction
 of padded pixels in the 7-band cutout (all bands), `morph_masked_fraction` in the morphology one;
 EDGE is set when a cutout crosses the survey edge, MASKED when any pixel is padded.
@@ -20,22 +26,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from galscale.config import MORPH_CUTOUT, MORPHOLOGY_BANDS, MULTIBAND_CUTOUT, NIRCAM_BANDS
+from galscale.config import MORPH_STRETCH_SOFTENING, CutoutConfig
 from galscale.survey.store import SurveyBlock
-
-MORPH_STRETCH_SOFTENING = 0.02  # asinh softening as a fraction of the peak (= galscale.sim)
-
-
-@dataclass(frozen=True)
-class CutoutConfig:
-    """Cutout sizes, bands and the morphology stretch (defaults documented in the module)."""
-
-    multiband_size: int = MULTIBAND_CUTOUT
-    multiband_bands: tuple[str, ...] = NIRCAM_BANDS
-    morph_size: int = MORPH_CUTOUT
-    morph_bands: tuple[str, ...] = MORPHOLOGY_BANDS
-    softening: float = MORPH_STRETCH_SOFTENING  # s = softening x peak
-    peak_box: int = 16  # the peak is the brightest pixel of the central peak_box^2 (all channels)
 
 
 def morphology_stretch(flux: np.ndarray, softening: float = MORPH_STRETCH_SOFTENING,
@@ -65,15 +57,54 @@ def morphology_stretch(flux: np.ndarray, softening: float = MORPH_STRETCH_SOFTEN
     return np.where(ok, np.clip(y, 0.0, 1.0), 0.0).astype(np.float32)
 
 
-def _cut(arr: np.ndarray, cy: int, cx: int, size: int) -> np.ndarray:
-    """[C, size, size] window of arr [C, h, w] centred at local (cy, cx); zero/False padded."""
-    c, h, w = arr.shape
-    out = np.zeros((c, size, size), arr.dtype)
-    y0, x0 = cy - size // 2, cx - size // 2
-    ya, yb, xa, xb = max(0, y0), min(h, y0 + size), max(0, x0), min(w, x0 + size)
+def morphology_frame_side(flux_radius: np.ndarray, config: CutoutConfig) -> np.ndarray:
+    """Side (native pixels) of the square each morphology cutout shows; NaN: native cutout."""
+    r = np.asarray(flux_radius, np.float64)
+    if config.morph_side_per_radius is None:
+        return np.full(r.shape, np.nan)
+    side = np.clip(config.morph_side_per_radius * r, config.morph_min_side_px, config.morph_size)
+    return np.where(np.isfinite(r) & (r > 0) & (side < config.morph_size), side, np.nan)
+
+
+def _bilinear_weights(centre: int, side: float, size: int, n: int) -> tuple[int, np.ndarray]:
+    """(first index, [size, m] weights): `size` samples spaced side / size apart, centred at
+    pixel `centre`, bilinearly interpolated from indices first .. first + m - 1 of an axis of
+    length n; samples off the axis read zeros. The weights are computed relative to `centre`,
+    so they do not depend on where the block starts."""
+    pos = (np.arange(size) + 0.5) * (side / size) - side / 2.0
+    low = np.floor(pos).astype(np.int64)
+    first = int(centre) + int(low.min())
+    weights = np.zeros((size, int(low.max() - low.min()) + 2))
+    rows = np.arange(size)
+    weights[rows, low - low.min()] = 1.0 - (pos - low)
+    weights[rows, low - low.min() + 1] = pos - low
+    index = first + np.arange(weights.shape[1])
+    weights[:, (index < 0) | (index >= n)] = 0.0
+    return first, weights
+
+
+def _resample(arr: np.ndarray, cy: int, cx: int, side: float, size: int) -> np.ndarray:
+    """[C, size, size] bilinear resampling of the side x side square of arr [C, h, w] centred
+    at local (cy, cx); zero outside arr. Separable: rows @ window @ columns^T."""
+    y0, wy = _bilinear_weights(cy, side, size, arr.shape[1])
+    x0, wx = _bilinear_weights(cx, side, size, arr.shape[2])
+    window = _cut_window(arr, y0, x0, wy.shape[1], wx.shape[1]).astype(np.float64)
+    return np.einsum("ij,cjk,lk->cil", wy, window, wx, optimize=True).astype(np.float32)
+
+
+def _cut_window(arr: np.ndarray, y0: int, x0: int, ny: int, nx: int) -> np.ndarray:
+    """arr[:, y0:y0 + ny, x0:x0 + nx], zero-padded where it leaves arr."""
+    out = np.zeros((arr.shape[0], ny, nx), arr.dtype)
+    ya, yb = max(0, y0), min(arr.shape[1], y0 + ny)
+    xa, xb = max(0, x0), min(arr.shape[2], x0 + nx)
     if ya < yb and xa < xb:
         out[:, ya - y0:yb - y0, xa - x0:xb - x0] = arr[:, ya:yb, xa:xb]
     return out
+
+
+def _cut(arr: np.ndarray, cy: int, cx: int, size: int) -> np.ndarray:
+    """[C, size, size] window of arr [C, h, w] centred at local (cy, cx); zero/False padded."""
+    return _cut_window(arr, cy - size // 2, cx - size // 2, size, size)
 
 
 @dataclass
@@ -89,6 +120,25 @@ class Cutouts:
     outside_block: np.ndarray  # bool [N]: a cutout crosses the block edge inside the survey
 
 
+def frame_radius(block: SurveyBlock, px: np.ndarray, py: np.ndarray,
+                 config: CutoutConfig) -> np.ndarray:
+    """Flux radius (pixels) that frames each morphology cutout: measured on the stack of the
+    morphology bands at the source pixel (px, py), so that the survey job, `classify-cutouts`
+    and the report's gallery, whatever block they cut from, frame a source identically. NaN
+    where it cannot be measured (no morphology band, source pixel outside the block)."""
+    from galscale.survey.sources import stack_flux_radius
+
+    lx, ly = np.asarray(px) - block.x0, np.asarray(py) - block.y0
+    inside = (lx >= 0) & (lx < block.shape[1]) & (ly >= 0) & (ly < block.shape[0])
+    radius = np.full(len(lx), np.nan)
+    if config.morph_side_per_radius is None or not inside.any() or not any(
+            b in block.bands for b in config.morph_bands):
+        return radius
+    radius[inside], _ = stack_flux_radius(block, lx[inside].astype(np.float64),
+                                          ly[inside].astype(np.float64), config.morph_bands)
+    return radius
+
+
 def make_cutouts(block: SurveyBlock, x: np.ndarray, y: np.ndarray,
                  survey_shape: tuple[int, int], config: CutoutConfig | None = None) -> Cutouts:
     """Cutouts at survey positions (x, y) from `block` (bands absent from it are padded)."""
@@ -100,6 +150,7 @@ def make_cutouts(block: SurveyBlock, x: np.ndarray, y: np.ndarray,
     far = -(10 * max(cfg.morph_size, cfg.multiband_size) + 10 * max(survey_shape))
     px = np.floor(np.where(finite, x, far) + 0.5).astype(np.int64)
     py = np.floor(np.where(finite, y, far) + 0.5).astype(np.int64)
+    side = morphology_frame_side(frame_radius(block, px, py, cfg), cfg)
     ny, nx = survey_shape
     mb, ms = cfg.multiband_size, cfg.morph_size
     flux = np.zeros((n, len(cfg.multiband_bands), mb, mb), np.float32)
@@ -136,11 +187,16 @@ def make_cutouts(block: SurveyBlock, x: np.ndarray, y: np.ndarray,
         flux[i] = _cut(sci_mb, cy, cx, mb)
         ferr[i] = _cut(err_mb, cy, cx, mb)
         mfrac[i] = 1.0 - _cut(good_mb, cy, cx, mb).mean()
-        s = _cut(sci_mo, cy, cx, ms)
-        good = _cut(good_mo, cy, cx, ms)
+        if np.isfinite(side[i]):
+            s = _resample(sci_mo, cy, cx, side[i], ms)
+            good = _resample(good_mo.astype(np.float32), cy, cx, side[i], ms) > 0.5
+        else:
+            s = _cut(sci_mo, cy, cx, ms)
+            good = _cut(good_mo, cy, cx, ms)
         morph_mfrac[i] = 1.0 - good.mean()
         morph[i] = morphology_stretch(s, cfg.softening, cfg.peak_box) * good
     return Cutouts(flux, ferr, morph, mfrac, morph_mfrac, edge, outside)
 
 
-__all__ = ["CutoutConfig", "Cutouts", "morphology_stretch", "make_cutouts"]
+__all__ = ["CutoutConfig", "Cutouts", "morphology_stretch", "frame_radius",
+           "morphology_frame_side", "make_cutouts"]

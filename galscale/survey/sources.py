@@ -415,6 +415,28 @@ def project_positions(table: Any, survey: Survey) -> dict[str, np.ndarray]:
             "reasons": np.array(reasons + [[]], dtype=object)[:-1]}
 
 
+def stack_flux_radius(block: SurveyBlock, x: np.ndarray, y: np.ndarray,
+                      bands: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(flux radius in pixels, S/N) on the detection stack at fixed local positions (x, y):
+    the radius holding half of the light within 6 x MIN_APERTURE_PX, and the S/N in a circle
+    of MIN_APERTURE_PX. `bands` are stacked as for detection (those absent from `block` are
+    skipped)."""
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    zeros = np.zeros(len(x))
+    image, err, mask = detection_image(block, [b for b in bands if b in block.bands])
+    stack = SurveyBlock(["_s"], block.y0, block.x0, image[None].astype(np.float32),
+                        np.where(mask, np.nan, err)[None].astype(np.float32))
+    sc, _ = photometry(stack, x, y, zeros, zeros, zeros, zeros, ["_s"], {})
+    data, _ = _sep_ready(image, err, mask)
+    # half of the light within 6 x MIN_APERTURE_PX (not of the small S/N aperture's light,
+    # which would cap the radius at MIN_APERTURE_PX)
+    fr, _ = sep.flux_radius(data, x, y, np.full(len(x), 6 * MIN_APERTURE_PX), 0.5,
+                            mask=mask, subpix=5) if len(x) else (zeros, None)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        snr = sc["flux__s"] / sc["flux_err__s"]
+    return np.asarray(fr, np.float64), snr
+
+
 def catalog_sources(survey: Survey, block: SurveyBlock, positions: Mapping[str, np.ndarray],
                     tile: Tile | None = None, config: DetectionConfig | None = None,
                     bands: Sequence[str] = NIRCAM_BANDS) -> dict[str, np.ndarray]:
@@ -441,16 +463,7 @@ def catalog_sources(survey: Survey, block: SurveyBlock, positions: Mapping[str, 
     cols, trunc = photometry(block, mx, my, zeros, zeros, zeros, zeros, bands,
                              survey.zeropoint_ab, psf_curves=survey.psf_encircled_energy,
                              pixel_scale_arcsec=survey.pixel_scale_arcsec)
-    det_bands = [b for b in config.bands if b in block.bands]
-    image, err, mask = detection_image(block, det_bands)
-    stack = SurveyBlock(["_s"], block.y0, block.x0, image[None].astype(np.float32),
-                        np.where(mask, np.nan, err)[None].astype(np.float32))
-    sc, _ = photometry(stack, mx, my, zeros, zeros, zeros, zeros, ["_s"], {})
-    data, _ = _sep_ready(image, err, mask)
-    fr, _ = sep.flux_radius(data, mx, my, np.full(n, 6 * MIN_APERTURE_PX), 0.5,
-                            normflux=sc["flux__s"], mask=mask, subpix=5) if n else (zeros, None)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        snr = sc["flux__s"] / sc["flux_err__s"]
+    fr, snr = stack_flux_radius(block, mx, my, config.bands)
     for k in list(cols) + ["snr", "fr"]:
         if k in cols:
             cols[k] = np.where(inside, cols[k], np.nan)
@@ -467,4 +480,4 @@ def catalog_sources(survey: Survey, block: SurveyBlock, positions: Mapping[str, 
 
 __all__ = ["detection_image", "local_background", "segment_half_light_radius", "detect_sources",
            "photometry", "source_ids", "read_position_table", "project_positions",
-           "catalog_sources", "KRON_FACTOR", "MIN_APERTURE_PX"]
+           "stack_flux_radius", "catalog_sources", "KRON_FACTOR", "MIN_APERTURE_PX"]

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from galscale.images import folder_labels, holdout_mask, list_images, load_images
+from galscale.images import absolute_folder, folder_labels, holdout_mask, list_images, load_images
 from galscale.models.denoiser import DenoiserConfig, UNetVAE, architecture_dict, denoiser_loss
 from galscale.train.loop import TrainConfig
 
@@ -262,7 +262,7 @@ def train_denoiser(task: DenoiserTask, cfg: TrainConfig, out: str, command: str 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Denoiser options of `galscale train denoiser` / jobs/train_denoiser.py (the shared
     training options come from `galscale.cli.add_train_config_arguments`)."""
-    p.add_argument("--images", default=None,
+    p.add_argument("--images", default=None, type=absolute_folder,
                    help="folder of clean galaxy pictures (JPEG/PNG/FITS, searched recursively), "
                    "e.g. ../shared/data/gz2_spiral_train; its 80 %% training split is used")
     p.add_argument("--n-sim", type=int, default=200, help="simulated clean JWST-like stamps (200)")

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from galscale.images import absolute_folder
 from galscale.models.morphology import (
     D16DiskClassifier,
     MorphologyConfig,
@@ -199,7 +200,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "contaminated inputs (the paper's baseline)")
     p.add_argument("--denoiser", default="denoiser",
                    help="denoiser artefact folder or shipped name (for --input-kind denoised)")
-    p.add_argument("--images", default=None,
+    p.add_argument("--images", default=None, type=absolute_folder,
                    help="folder of labelled galaxy pictures in sub-folders spirals/non_spirals "
                    "(or disk/non_disk); its 80 %% training split is used")
     p.add_argument("--n-sim", type=int, default=200, help="simulated labelled stamps (200)")
@@ -218,7 +219,12 @@ def run(args: argparse.Namespace, cfg: TrainConfig) -> str:
     import shlex
     import sys
 
-    task = MorphologyTask(input_kind=args.input_kind, denoiser=args.denoiser,
+    from galscale.registry import resolve_artifact_path
+
+    denoiser = args.denoiser  # a folder is made absolute: the workers run in their trial folder
+    if args.input_kind == "denoised" and Path(denoiser).is_dir():
+        denoiser = str(resolve_artifact_path(denoiser).resolve())
+    task = MorphologyTask(input_kind=args.input_kind, denoiser=denoiser,
                           images_dir=args.images, n_sim=args.n_sim, max_real=args.max_real,
                           realisations=args.realisations, learning_rate=args.learning_rate)
     cfg = dataclasses.replace(cfg, max_steps=args.max_steps,
