@@ -154,6 +154,23 @@ def test_morphology_cutouts_are_framed_by_the_galaxy_size():
                        block.err[:, 72:328, 72:328])
     again = make_cutouts(part, np.array([200.2]), np.array([199.7]), (size, size))
     np.testing.assert_array_equal(again.morph, framed.morph)
+    # a hole inside the framed square is padded and counted; one outside it is not
+    holes = block.sci.copy()
+    holes[1, 205:211, 212:218] = np.nan  # ~6 x 6 native px inside the ~47 px square
+    holes[1, 200:206, 300:306] = np.nan  # 100 px out: inside the native cutout only
+    holed = SurveyBlock(block.bands, 0, 0, holes, block.err)
+    cut = make_cutouts(holed, np.array([200.2]), np.array([199.7]), (size, size))
+    assert 0.0 < cut.morph_masked_fraction[0] < 0.05
+    assert ((cut.morph[0, 1] == 0) & (cut.morph[0, 0] > 0)).any()  # padded with 0
+    native_holed = make_cutouts(holed, np.array([200.2]), np.array([199.7]), (size, size),
+                                CutoutConfig(morph_side_per_radius=None))
+    assert native_holed.morph_masked_fraction[0] > 0
+    outside = holes.copy()
+    outside[1, 205:211, 212:218] = block.sci[1, 205:211, 212:218]
+    cut = make_cutouts(SurveyBlock(block.bands, 0, 0, outside, block.err), np.array([200.2]),
+                       np.array([199.7]), (size, size))
+    assert cut.morph_masked_fraction[0] == 0
+    np.testing.assert_array_equal(cut.morph, framed.morph)
     with pytest.raises(ValueError, match="morph_side_per_radius"):
         CutoutConfig(morph_side_per_radius=0)
 

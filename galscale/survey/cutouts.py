@@ -66,30 +66,26 @@ def morphology_frame_side(flux_radius: np.ndarray, config: CutoutConfig) -> np.n
     return np.where(np.isfinite(r) & (r > 0) & (side < config.morph_size), side, np.nan)
 
 
-def _bilinear_weights(centre: int, side: float, size: int, n: int) -> tuple[int, np.ndarray]:
-    """(first index, [size, m] weights): `size` samples spaced side / size apart, centred at
-    pixel `centre`, bilinearly interpolated from indices first .. first + m - 1 of an axis of
-    length n; samples off the axis read zeros. The weights are computed relative to `centre`,
-    so they do not depend on where the block starts."""
+def _sample_positions(side: float, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(lower pixel offset, fraction) of `size` samples spaced side / size apart and centred
+    on a pixel, along one axis. Offsets are relative to that pixel, so the interpolation does
+    not depend on where the block starts."""
     pos = (np.arange(size) + 0.5) * (side / size) - side / 2.0
-    low = np.floor(pos).astype(np.int64)
-    first = int(centre) + int(low.min())
-    weights = np.zeros((size, int(low.max() - low.min()) + 2))
-    rows = np.arange(size)
-    weights[rows, low - low.min()] = 1.0 - (pos - low)
-    weights[rows, low - low.min() + 1] = pos - low
-    index = first + np.arange(weights.shape[1])
-    weights[:, (index < 0) | (index >= n)] = 0.0
-    return first, weights
+    low = np.floor(pos)
+    return low.astype(np.int64), pos - low
 
 
 def _resample(arr: np.ndarray, cy: int, cx: int, side: float, size: int) -> np.ndarray:
     """[C, size, size] bilinear resampling of the side x side square of arr [C, h, w] centred
-    at local (cy, cx); zero outside arr. Separable: rows @ window @ columns^T."""
-    y0, wy = _bilinear_weights(cy, side, size, arr.shape[1])
-    x0, wx = _bilinear_weights(cx, side, size, arr.shape[2])
-    window = _cut_window(arr, y0, x0, wy.shape[1], wx.shape[1]).astype(np.float64)
-    return np.einsum("ij,cjk,lk->cil", wy, window, wx, optimize=True).astype(np.float32)
+    at local pixel (cy, cx); zero outside arr. Separable: rows first, then columns."""
+    ly, fy = _sample_positions(side, size)
+    lx, fx = _sample_positions(side, size)
+    y0, x0 = ly.min(), lx.min()
+    window = _cut_window(arr, cy + int(y0), cx + int(x0), int(ly.max() - y0) + 2,
+                         int(lx.max() - x0) + 2).astype(np.float64)
+    iy, ix = ly - y0, lx - x0
+    rows = window[:, iy, :] * (1.0 - fy)[:, None] + window[:, iy + 1, :] * fy[:, None]
+    return (rows[:, :, ix] * (1.0 - fx) + rows[:, :, ix + 1] * fx).astype(np.float32)
 
 
 def _cut_window(arr: np.ndarray, y0: int, x0: int, ny: int, nx: int) -> np.ndarray:
@@ -189,7 +185,9 @@ def make_cutouts(block: SurveyBlock, x: np.ndarray, y: np.ndarray,
         mfrac[i] = 1.0 - _cut(good_mb, cy, cx, mb).mean()
         if np.isfinite(side[i]):
             s = _resample(sci_mo, cy, cx, side[i], ms)
-            good = _resample(good_mo.astype(np.float32), cy, cx, side[i], ms) > 0.5
+            # a framed square (side < ms) reads pixels within ms // 2 + 1 of the source pixel
+            good = (np.ones(s.shape, bool) if _cut(good_mo, cy, cx, ms + 2).all()
+                    else _resample(good_mo, cy, cx, side[i], ms) > 0.5)
         else:
             s = _cut(sci_mo, cy, cx, ms)
             good = _cut(good_mo, cy, cx, ms)
