@@ -92,10 +92,32 @@ def _figures(det, truth, sn, bands, snr_min, position) -> dict[str, Any]:
     return out
 
 
-def _by_class(det, truth, sn, bands, snr_min, position) -> dict[str, Any]:
-    """Completeness and flux agreement of point sources and of each galaxy morphology."""
-    groups = np.where(np.isin(truth["kind"], POINT_KINDS), "point",
-                      np.asarray(truth["morph_type"], dtype=object)).astype(str)
+BLEND_BINS = ((0.0, 0.1, "< 0.1"), (0.1, 1.0, "0.1 - 1"),
+              (1.0, np.inf, ">= 1 (a neighbour outshines the core)"))
+
+
+def _class_groups(truth) -> np.ndarray:
+    """Point sources, and each galaxy morphology."""
+    return np.where(np.isin(truth["kind"], POINT_KINDS), "point",
+                    np.asarray(truth["morph_type"], dtype=object)).astype(str)
+
+
+def _blend_groups(truth) -> np.ndarray:
+    """BLEND_BINS of the simulator's blend_ratio (other sources' light on the core / own)."""
+    ratio = np.asarray(truth["blend_ratio"], np.float64)
+    out = np.full(len(ratio), BLEND_BINS[-1][2], dtype=object)
+    for lo, hi, name in BLEND_BINS:
+        out[(ratio >= lo) & (ratio < hi)] = name
+    return out.astype(str)
+
+
+def _isolated_class_groups(truth) -> np.ndarray:
+    """`_class_groups` of the isolated sources (first BLEND_BINS bin); the rest "blended"."""
+    return np.where(_blend_groups(truth) == BLEND_BINS[0][2], _class_groups(truth), "blended")
+
+
+def _by_group(det, truth, sn, bands, snr_min, position, groups: np.ndarray) -> dict[str, Any]:
+    """Completeness and flux agreement within each group of truth sources."""
     out = {}
     for g in sorted(set(groups)):
         r = completeness(det, truth, np.where(groups == g, sn, -np.inf), bands, snr_min=snr_min,
@@ -172,23 +194,37 @@ def main() -> None:
         _print("(older definitions: profile centre, Gaussian S/N)", centre)
         fields.append({"seed": seed, "seconds": seconds, "light_centroid_aperture_snr": light,
                        "profile_centre_gaussian_snr": centre,
-                       "by_class": _by_class(det, truth, truth["snr_det"], survey.bands,
-                                             args.snr_min, ("x_light", "y_light"))})
+                       "by_class": _by_group(det, truth, truth["snr_det"], survey.bands,
+                                             args.snr_min, ("x_light", "y_light"),
+                                             _class_groups(truth))})
         off = max(args.shape[0], 1) * 10  # keep pooled fields apart in x
         pooled["det"].append(dict(det, x=det["x"] + off * len(pooled["det"])))
         pooled["truth"].append(dict(truth, x_light=truth["x_light"]
                                     + off * len(pooled["truth"])))
     det = {k: np.concatenate([d[k] for d in pooled["det"]]) for k in pooled["det"][0]}
     truth = {k: np.concatenate([t[k] for t in pooled["truth"]])
-             for k in ("x_light", "y_light", "snr_det", "kind", "morph_type")
+             for k in ("x_light", "y_light", "snr_det", "kind", "morph_type", "blend_ratio")
              + tuple(c for c in pooled["truth"][0] if c.startswith("flux_"))}
     total = _figures(det, truth, truth["snr_det"], survey.bands, args.snr_min,
                      ("x_light", "y_light"))
     print(f"all {len(args.seeds)} fields:")
     _print("truth light centroid, noiseless AUTO S/N", total)
+    groups = {name: _by_group(det, truth, truth["snr_det"], survey.bands, args.snr_min,
+                              ("x_light", "y_light"), split(truth))
+              for name, split in (("by_class", _class_groups), ("by_blending", _blend_groups),
+                                  ("isolated_by_class", _isolated_class_groups))}
+    for name, g in sorted(groups["by_blending"].items()):
+        print(f"    core blend ratio {name}: {g['n_truth']} sources, completeness "
+              f"{100 * g['completeness']:.1f}%")
+    for name, g in sorted(groups["isolated_by_class"].items()):
+        if name == "blended":
+            continue
+        print(f"    isolated (blend ratio < 0.1) {name}: {g['n_truth']} sources, completeness "
+              f"{100 * g['completeness']:.1f}%")
     payload = dict(common, size_px=args.shape[0], seeds=args.seeds, pooled=total,
-                   by_class=_by_class(det, truth, truth["snr_det"], survey.bands, args.snr_min,
-                                      ("x_light", "y_light")), fields=fields)
+                   blend_ratio_definition="galscale.sim blend_ratio: the other sources' "
+                   "noiseless light within 3 px of the light centroid over the source's own",
+                   **groups, fields=fields)
     if not args.no_write:
         _merge_results("sim", payload)
 

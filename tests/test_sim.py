@@ -11,7 +11,14 @@ import pyarrow.parquet as pq
 import pytest
 import sep
 
-from galscale.config import MORPHOLOGY_BANDS, NIRCAM_BANDS, PIVOT_UM, REDSHIFT_CLASSES, SimConfig
+from galscale.config import (
+    MORPHOLOGY_BANDS,
+    NIRCAM_BANDS,
+    PIVOT_UM,
+    REDSHIFT_CLASSES,
+    DetectionConfig,
+    SimConfig,
+)
 from galscale.sim.contaminants import add_contaminants, add_noise
 from galscale.sim.filters import load_throughputs
 from galscale.sim.seds import LYA_A, colour_model
@@ -128,6 +135,32 @@ def test_bright_isolated_fluxes_match_truth(sim, truth):
             checked += 1
     assert checked >= 8, checked
     assert len(ratios) >= 3 and abs(np.median(ratios) - 1) < 0.01, ratios
+
+
+def test_blend_ratio_separates_isolated_from_blended_sources(sim, truth):
+    """blend_ratio: other sources' light on a source's core over its own; recomputed here from
+    the noiseless renderings of the source alone and of everything."""
+    from galscale.sim.survey import BLEND_APERTURE_PX, aperture_sum, render_sources
+
+    ratio = truth.blend_ratio.to_numpy()
+    assert (ratio >= 0).all()
+    isolated = np.array([_isolated(truth, i, 0.3) for i in range(len(truth))])
+    # (faint sources far out in a bright galaxy's wings are not "isolated" for their core)
+    assert isolated.sum() > 10 and np.median(ratio[isolated]) < 0.01
+    assert np.median(ratio[~isolated]) > 3 * np.median(ratio[isolated])
+    cols = {c: truth[c].to_numpy() for c in truth.columns}
+    w = np.array([np.median(sim.error[b]) ** -2.0 if b in DetectionConfig().bands else 0.0
+                  for b in sim.science])  # the detection stack's inverse-variance weights
+    i = int(np.argmax(ratio))  # the most blended source: compare with a direct computation
+    alone, _, _ = render_sources({c: v[[i]] for c, v in cols.items()}, truth.x.to_numpy()[[i]],
+                                 truth.y.to_numpy()[[i]], tuple(sim.science), (1024, 1024),
+                                 TINY.pixel_scale_arcsec)
+    everything, _, _ = render_sources(cols, truth.x.to_numpy(), truth.y.to_numpy(),
+                                      tuple(sim.science), (1024, 1024), TINY.pixel_scale_arcsec)
+    core = [aperture_sum(np.tensordot(w, im, axes=1), truth.x_light[i], truth.y_light[i],
+                         BLEND_APERTURE_PX) for im in (alone, everything)]
+    expected = (core[1] - core[0]) / core[0]
+    assert expected > 0.5 and ratio[i] == pytest.approx(expected, rel=0.1)
 
 
 def test_dropouts_have_no_significant_flux_blueward_of_the_break(sim, truth):

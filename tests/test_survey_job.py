@@ -10,6 +10,8 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from dataclasses import replace
 from pathlib import Path
 
@@ -103,6 +105,22 @@ def test_evaluate_catalog_command_writes_the_truth_comparison(local_run, sim, tm
     assert 0.0 <= written["disk_roc_auc"] <= 1.0
 
 
+def _wait_for_http(address: str, head: subprocess.Popen, timeout: float = 180.0) -> None:
+    """Until the Ray dashboard at `address` answers HTTP (any status: it may require a token)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if head.poll() is not None:
+            raise RuntimeError(f"ray start --head exited with status {head.returncode}")
+        try:
+            urllib.request.urlopen(f"{address}/api/version", timeout=5)
+            return
+        except urllib.error.HTTPError:
+            return
+        except OSError:
+            time.sleep(1)
+    raise TimeoutError(f"the Ray dashboard at {address} did not answer in {timeout:.0f} s")
+
+
 def test_ray_job_submit_gives_the_same_catalog(local_run, sim, tmp_path):
     env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "RAY_ADDRESS": ""}
     port, dashboard = _free_port(), _free_port()
@@ -112,14 +130,19 @@ def test_ray_job_submit_gives_the_same_catalog(local_run, sim, tmp_path):
              # fresh ports: the agents' defaults clash with any other Ray on the machine
              f"--dashboard-agent-listen-port={_free_port()}",
              f"--dashboard-agent-grpc-port={_free_port()}",
-             f"--runtime-env-agent-port={_free_port()}", f"--metrics-export-port={_free_port()}"]
-    subprocess.run(start, check=True, env=env, capture_output=True, timeout=120)
+             f"--runtime-env-agent-port={_free_port()}", f"--metrics-export-port={_free_port()}",
+             f"--ray-client-server-port={_free_port()}"]
+    # --block keeps the head in this process's hands: SIGTERM stops every process it started
+    # (`ray stop` would stop all Ray on the machine, and takes no address)
+    head = subprocess.Popen(start + ["--block"], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
     address = f"http://127.0.0.1:{dashboard}"
     submit = [str(BIN / "ray"), "job", "submit", "--address", address, "--working-dir", str(REPO),
               "--", "python", "jobs/classify_survey.py", "--survey", sim["survey"],
               "--out", str(tmp_path), "--run-id", "t", "--tile-size", "512", "--margin", "128",
               "--quiet"]
     try:
+        _wait_for_http(address, head)
         for _ in range(20):  # the head's dashboard agent takes a few seconds to accept jobs
             job = subprocess.run(submit, env=env, capture_output=True, text=True, timeout=600)
             if job.returncode == 0 or "No available agent" not in job.stderr + job.stdout:
@@ -128,8 +151,12 @@ def test_ray_job_submit_gives_the_same_catalog(local_run, sim, tmp_path):
         assert job.returncode == 0, job.stdout[-3000:] + job.stderr[-3000:]
         assert "catalog written to" in job.stdout
     finally:
-        subprocess.run([str(BIN / "ray"), "stop", "--force", f"--address=127.0.0.1:{port}"],
-                       env=env, capture_output=True, timeout=120)
+        head.terminate()
+        try:
+            head.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            head.kill()
+            head.wait()
     submitted = pq.read_table(tmp_path / "t" / "catalog.parquet")
     _assert_same(submitted, local_run["catalog"])
 

@@ -9,7 +9,9 @@ source once per band through that band's PSF (`render.py`), adds NIRCam-like noi
 Besides the drawn parameters, the truth has, per source, `x_light`, `y_light` and `snr_det`
 (`light_truth` on its noiseless rendering in the inverse-variance stack of the default
 detection bands): where its light is and the AUTO-aperture S/N a detection catalog would
-report for it alone, for completeness measurements (docs/survey-format.md).
+report for it alone, for completeness measurements (docs/survey-format.md); and `blend_ratio`,
+how much of the other sources' light lies on its core (`BLEND_APERTURE_PX`), to tell
+isolated from blended sources when reading completeness.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from galscale.sim.profiles import galaxy_profile, profile_extent_arcsec
 from galscale.sim.render import draw_bands, psf_fwhm_arcsec, stamp_size_for
 
 TRUTH_FILE = "truth.parquet"
+BLEND_APERTURE_PX = 3.0  # radius of the core on which `blend_ratio` compares light (~ 1 PSF FWHM)
 SURVEY_DIR = "survey.zarr"
 
 
@@ -181,17 +184,33 @@ def light_truth(stack: np.ndarray, cx: float, cy: float, sigma: float,
     return float(x), float(y), float(stack[ap].sum() / (sigma * np.sqrt(area)))
 
 
+def aperture_sum(image: np.ndarray, cx: float, cy: float, radius: float) -> float:
+    """Sum of the pixels of a 2-D `image` whose centres lie within `radius` of (cx, cy)."""
+    h, w = image.shape
+    y0, y1 = max(int(np.floor(cy - radius)), 0), min(int(np.ceil(cy + radius)) + 1, h)
+    x0, x1 = max(int(np.floor(cx - radius)), 0), min(int(np.ceil(cx + radius)) + 1, w)
+    if y0 >= y1 or x0 >= x1:
+        return 0.0
+    yy, xx = np.mgrid[y0:y1, x0:x1]
+    inside = (xx - cx) ** 2 + (yy - cy) ** 2 <= radius**2
+    return float(image[y0:y1, x0:x1][inside].sum())
+
+
 def render_sources(cols: dict[str, np.ndarray], x: np.ndarray, y: np.ndarray,
                    bands: tuple[str, ...], shape: tuple[int, int], pixel_scale: float,
                    stack_weights: np.ndarray | None = None,
                    ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
     """Noiseless mosaics float32 [n_bands, ny, nx] of all sources, each one's stamp size, and
     (when `stack_weights`, inverse variances per band, zero outside the detection bands, are
-    given) each source's `light_truth` on that stack: columns x_light, y_light, snr_det."""
+    given) each source's `light_truth` on that stack: columns x_light, y_light, snr_det, and
+    blend_ratio: the other sources' noiseless light over the source's own within
+    BLEND_APERTURE_PX of its light centroid (0 when isolated; > 1 when a neighbour outshines
+    its core)."""
     ny, nx = shape
     image = np.zeros((len(bands), ny, nx), dtype=np.float32)
     stamp = np.zeros(len(x), dtype=np.int32)
     light = {k: np.full(len(x), np.nan) for k in ("x_light", "y_light", "snr_det")}
+    own_core = np.full(len(x), np.nan)
     fwhm_max = max(psf_fwhm_arcsec(b) for b in bands)
     fluxes = np.stack([cols[f"flux_{b}"] for b in bands], axis=1)
     point = galsim.DeltaFunction()
@@ -230,8 +249,20 @@ def render_sources(cols: dict[str, np.ndarray], x: np.ndarray, y: np.ndarray,
             light["x_light"][i], light["y_light"][i] = lx + x0, ly + y0
         xa, ya = max(x0, 0), max(y0, 0)
         xb, yb = min(x0 + n, nx), min(y0 + n, ny)
+        if stack_weights is not None and stack_weights.sum() > 0:
+            on_mosaic = np.zeros_like(stack)  # the core as the mosaic holds it
+            on_mosaic[ya - y0:yb - y0, xa - x0:xb - x0] = stack[ya - y0:yb - y0, xa - x0:xb - x0]
+            own_core[i] = aperture_sum(on_mosaic, lx, ly, BLEND_APERTURE_PX)
         if xa < xb and ya < yb:
             image[:, ya:yb, xa:xb] += img[:, ya - y0:yb - y0, xa - x0:xb - x0].astype(np.float32)
+    if stack_weights is not None and stack_weights.sum() > 0:
+        w = np.asarray(stack_weights, np.float64)
+        total = np.tensordot(w / w.sum(), image, axes=1)
+        core = np.array([aperture_sum(total, cx, cy, BLEND_APERTURE_PX)
+                         for cx, cy in zip(light["x_light"], light["y_light"], strict=True)])
+        with np.errstate(divide="ignore", invalid="ignore"):
+            light["blend_ratio"] = np.where(own_core > 0,
+                                            np.maximum(core - own_core, 0.0) / own_core, np.inf)
     return image, stamp, light
 
 
