@@ -122,10 +122,67 @@ def _by_group(det, truth, sn, bands, snr_min, position, groups: np.ndarray) -> d
     for g in sorted(set(groups)):
         r = completeness(det, truth, np.where(groups == g, sn, -np.inf), bands, snr_min=snr_min,
                          position=position)
-        out[g] = {"n_truth": r.n_truth, "completeness": r.completeness,
+        out[g] = {"n_truth": r.n_truth, "n_recovered": r.n_recovered,
+                  "completeness": r.completeness if r.n_truth else None,
                   "flux_within_3sigma": r.flux_within_3sigma,
                   "median_flux_ratio": r.median_flux_ratio}
     return out
+
+
+SNR_EDGES = (3.0, 5.0, 7.0, 10.0, 15.0, 20.0, 30.0, 50.0, 100.0, 300.0, np.inf)
+FIGURE = Path(__file__).parents[1] / "docs" / "img" / "detection_completeness.png"
+
+
+def _completeness_vs_snr(det, truth, sn, bands, position) -> dict[str, list[dict[str, Any]]]:
+    """Completeness in bins of truth S/N (SNR_EDGES), for all, isolated and blended sources."""
+    isolated = _blend_groups(truth) == BLEND_BINS[0][2]
+    curves: dict[str, list[dict[str, Any]]] = {}
+    for name, keep in (("all", np.ones(len(sn), bool)), ("isolated", isolated),
+                       ("blended", ~isolated)):
+        rows = []
+        for lo, hi in zip(SNR_EDGES[:-1], SNR_EDGES[1:], strict=True):
+            in_bin = keep & (sn > lo) & (sn <= hi)
+            r = completeness(det, truth, np.where(in_bin, sn, -np.inf), bands, snr_min=lo,
+                             position=position)
+            rows.append({"snr_lo": lo, "snr_hi": hi, "n_truth": r.n_truth,
+                         "n_recovered": r.n_recovered,
+                         "completeness": r.completeness if r.n_truth else None})
+        curves[name] = rows
+    return curves
+
+
+def _plot_completeness(curves: dict[str, list[dict[str, Any]]], n_fields: int,
+                       path: Path) -> None:
+    """Completeness against truth S/N, one line per group, the 95 % target and S/N 10 marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=110)
+    for (name, rows), style in zip(curves.items(), ("k-o", "C0-s", "C3-^"), strict=False):
+        lo = np.array([r["snr_lo"] for r in rows])
+        hi = np.array([r["snr_hi"] for r in rows])
+        mid = np.sqrt(lo * np.where(np.isfinite(hi), hi, 3 * lo))
+        c = np.array([r["completeness"] for r in rows], np.float64)
+        n = sum(r["n_truth"] for r in rows)
+        ax.plot(mid, 100 * c, style, ms=4, label=f"{name} ({n} sources)")
+    ax.axhline(95, color="0.5", ls=":", lw=1)
+    ax.axvline(10, color="0.5", ls="--", lw=1)
+    ax.set(xscale="log", xlabel="truth S/N (noiseless AUTO aperture, detection stack)",
+           ylabel="recovered within 1 px (%)", ylim=(0, 102),
+           title=f"galscale detection completeness, {n_fields} simulated fields")
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def _recovered(group: dict[str, Any]) -> str:
+    """'recovered/total (percent)' of one `_by_group` entry."""
+    n, k = group["n_truth"], group["n_recovered"]
+    return f"{k}/{n}" + (f" ({100 * k / n:.1f}%)" if n else "")
 
 
 def _print(title: str, fig: dict[str, Any]) -> None:
@@ -136,11 +193,11 @@ def _print(title: str, fig: dict[str, Any]) -> None:
           f"({100 * fig['spurious_fraction_snr_ge_5']:.1f}%)")
 
 
-def _merge_results(key: str, payload: dict[str, Any]) -> None:
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    old = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+def _merge_results(path: Path, key: str, payload: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    old = json.loads(path.read_text()) if path.exists() else {}
     old[key] = payload
-    RESULTS.write_text(json.dumps(old, indent=1, default=float) + "\n")
+    path.write_text(json.dumps(old, indent=1, default=float) + "\n")
 
 
 def main() -> None:
@@ -159,6 +216,9 @@ def main() -> None:
     ap.add_argument("--deblend-cont", type=float, default=DetectionConfig().deblend_cont,
                     help="SEP deblending contrast to try (default: the shipped DetectionConfig)")
     ap.add_argument("--no-write", action="store_true", help="do not update the results JSON")
+    ap.add_argument("--results", type=Path, default=RESULTS, help="results JSON to update")
+    ap.add_argument("--figure", type=Path, default=FIGURE,
+                    help="completeness-vs-S/N picture (--sim)")
     args = ap.parse_args()
     cfg = dataclasses.replace(DetectionConfig(), deblend_cont=args.deblend_cont)
     common = {"detection_config": dataclasses.asdict(cfg), "snr_min": args.snr_min,
@@ -177,7 +237,7 @@ def main() -> None:
         _print("truth S/N = matched-filter S/N of the Gaussian", fig)
         payload = dict(common, shape=list(args.shape), seed=args.seed, seconds=seconds, **fig)
         if not args.no_write:
-            _merge_results("gaussian", payload)
+            _merge_results(args.results, "gaussian", payload)
         return
     fields, pooled = [], {"det": [], "truth": []}
     for seed in args.seeds:
@@ -213,20 +273,25 @@ def main() -> None:
                               ("x_light", "y_light"), split(truth))
               for name, split in (("by_class", _class_groups), ("by_blending", _blend_groups),
                                   ("isolated_by_class", _isolated_class_groups))}
-    for name, g in sorted(groups["by_blending"].items()):
-        print(f"    core blend ratio {name}: {g['n_truth']} sources, completeness "
-              f"{100 * g['completeness']:.1f}%")
-    for name, g in sorted(groups["isolated_by_class"].items()):
-        if name == "blended":
-            continue
-        print(f"    isolated (blend ratio < 0.1) {name}: {g['n_truth']} sources, completeness "
-              f"{100 * g['completeness']:.1f}%")
+    for title, key in (("core blend ratio", "by_blending"),
+                       ("isolated (blend ratio < 0.1)", "isolated_by_class")):
+        for name, g in sorted(groups[key].items()):
+            if name != "blended":
+                print(f"    {title} {name}: {_recovered(g)}")
+    curves = _completeness_vs_snr(det, truth, truth["snr_det"], survey.bands,
+                                  ("x_light", "y_light"))
+    for name, rows in curves.items():
+        print(f"    {name} by S/N: " + ", ".join(
+            f"{r['snr_lo']:g}-{r['snr_hi']:g}: {r['n_recovered']}/{r['n_truth']}" for r in rows))
     payload = dict(common, size_px=args.shape[0], seeds=args.seeds, pooled=total,
+                   completeness_vs_snr=curves,
                    blend_ratio_definition="galscale.sim blend_ratio: the other sources' "
                    "noiseless light within 3 px of the light centroid over the source's own",
                    **groups, fields=fields)
     if not args.no_write:
-        _merge_results("sim", payload)
+        _merge_results(args.results, "sim", payload)
+        _plot_completeness(curves, len(args.seeds), args.figure)
+        print(f"figure: {args.figure}")
 
 
 if __name__ == "__main__":

@@ -105,3 +105,29 @@ def test_scaling_workers_nodes_and_sizes(results: Path) -> None:
     sizes = s["survey_size"]
     assert sizes["4"]["sources"] > sizes["1"]["sources"] > 0
     assert all(_positive(r["memory"]["peak_total_mib"]) for r in sizes.values())
+
+
+def test_detection_completeness_breakdowns_partition_the_sample(tmp_path: Path) -> None:
+    """The --sim completeness benchmark on one small field: the JSON and picture are written,
+    and its breakdowns (by blending, by S/N bin, isolated + blended) add up to the pooled
+    figure."""
+    results, figure = tmp_path / "det.json", tmp_path / "det.png"
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "detection_completeness.py"), "--sim",
+         "--shape", "512", "512", "--sources", "100", "--seeds", "0", "--results", str(results),
+         "--figure", str(figure)], capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert figure.stat().st_size > 10_000
+    sim = json.loads(results.read_text())["sim"]
+    pooled = sim["pooled"]
+    assert pooled["n_truth"] > 20
+    by_blend = sim["by_blending"].values()
+    assert sum(g["n_truth"] for g in by_blend) == pooled["n_truth"]
+    assert sum(g["n_recovered"] for g in by_blend) == pooled["n_recovered"]
+    curves = sim["completeness_vs_snr"]
+    above = [r for r in curves["all"] if r["snr_lo"] >= sim["snr_min"]]
+    assert sum(r["n_truth"] for r in above) == pooled["n_truth"]
+    assert sum(r["n_recovered"] for r in above) == pooled["n_recovered"]
+    for whole, iso, bl in zip(curves["all"], curves["isolated"], curves["blended"], strict=True):
+        assert whole["n_truth"] == iso["n_truth"] + bl["n_truth"]
+        assert whole["n_recovered"] == iso["n_recovered"] + bl["n_recovered"]
