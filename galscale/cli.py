@@ -10,6 +10,10 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from galscale.config import NoiseLaw
 
 
 def _add_simulate(sub: argparse._SubParsersAction) -> None:
@@ -247,6 +251,7 @@ def _add_evaluate_morphology(models: argparse._SubParsersAction) -> None:
     m.add_argument("--n-injections", type=int, default=24,
                    help="simulated galaxies injected into real JWST noise (24)")
     m.add_argument("--seed", type=int, default=0, help="held-out simulation seed offset (0)")
+    add_noise_arguments(m)
 
     def run(args: argparse.Namespace) -> int:
         import json
@@ -257,7 +262,7 @@ def _add_evaluate_morphology(models: argparse._SubParsersAction) -> None:
             args.out, denoiser=args.denoiser, classifier=args.classifier,
             raw_classifier=args.raw_classifier, images=args.images, n_sim=args.n_sim,
             max_real=args.max_real, jwst_dir=args.jwst_dir, n_injections=args.n_injections,
-            seed=args.seed,
+            seed=args.seed, noise=noise_law(args),
         )
         print(json.dumps({k: report[k] for k in ("denoising", "injection_recovery_jwst",
                                                  "classification")}, indent=2))
@@ -323,6 +328,28 @@ TRAIN_MODULES: dict[str, str] = {
     "redshift": "galscale.train.redshift",
     "spectral": "galscale.train.spectral",
 }
+
+
+def add_noise_arguments(p: argparse.ArgumentParser) -> None:
+    """--noise-sigma / --noise-log-uniform: the noise law of contaminated pictures (training
+    and held-out evaluation of the denoiser and classifiers)."""
+    from galscale.config import DEFAULT_NOISE
+
+    p.add_argument("--noise-sigma", type=float, nargs=2, metavar=("MIN", "MAX"),
+                   default=(DEFAULT_NOISE.sigma_min, DEFAULT_NOISE.sigma_max),
+                   help="range of each picture's background noise sigma, on the [0, 1] picture "
+                   f"scale (default {DEFAULT_NOISE.sigma_min} {DEFAULT_NOISE.sigma_max})")
+    p.add_argument("--noise-log-uniform", action=argparse.BooleanOptionalAction,
+                   default=DEFAULT_NOISE.log_uniform,
+                   help="draw sigma uniformly in log sigma, or (--no-noise-log-uniform) in sigma "
+                   f"(default {'log-uniform' if DEFAULT_NOISE.log_uniform else 'uniform'})")
+
+
+def noise_law(args: argparse.Namespace) -> NoiseLaw:
+    """The `NoiseLaw` of parsed `add_noise_arguments` options."""
+    from galscale.config import NoiseLaw
+
+    return NoiseLaw(*args.noise_sigma, log_uniform=args.noise_log_uniform)
 
 
 def add_train_config_arguments(p: argparse.ArgumentParser) -> None:

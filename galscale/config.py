@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import numpy as np
 
 # The seven NIRCam wide bands, blue to red. Cutout channel order always follows this tuple.
 NIRCAM_BANDS: tuple[str, ...] = ("F090W", "F115W", "F150W", "F200W", "F277W", "F356W", "F444W")
@@ -57,6 +61,35 @@ class DetectionConfig:
     # wide), subtracted before extraction only: it removes the extended halos of bright galaxies
     # so that faint neighbours separate; 0 turns it off. Measurements use the mosaics as they are.
     background_box_px: int = 72
+
+
+@dataclass(frozen=True)
+class NoiseLaw:
+    """How `add_noise` draws each image's background sigma (picture units, [0, 1] scale):
+    uniformly in [sigma_min, sigma_max], or uniformly in log sigma (every factor of noise
+    equally represented, so a wide range still holds mild noise).
+
+    The default, log-uniform 0.01-0.24 (a galaxy's brightest pixel at S/N ~4-100), is the law the
+    shipped morphology models were trained under: seed 001's galaxies are faint JWST ones, and
+    denoising pays as the noise grows (docs/morphology.md)."""
+
+    sigma_min: float = 0.01
+    sigma_max: float = 0.24
+    log_uniform: bool = True
+
+    def __post_init__(self) -> None:
+        if not 0 < self.sigma_min <= self.sigma_max:
+            raise ValueError(f"need 0 < sigma_min <= sigma_max, got {self.sigma_min}, "
+                             f"{self.sigma_max}")
+
+    def draw_sigma(self, rng: np.random.Generator) -> float:
+        """One background sigma (one draw of `rng` whatever the law)."""
+        if self.log_uniform:
+            return math.exp(rng.uniform(math.log(self.sigma_min), math.log(self.sigma_max)))
+        return float(rng.uniform(self.sigma_min, self.sigma_max))
+
+
+DEFAULT_NOISE = NoiseLaw()
 
 
 # 5-sigma point-source depth (AB) of simulated surveys, background-limited, in a 0.3"-diameter

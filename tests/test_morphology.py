@@ -109,3 +109,15 @@ def test_shipped_classifiers_load_and_are_invariant() -> None:
         x = torch.rand(2, 3, 256, 256, generator=torch.Generator().manual_seed(4))
         with torch.no_grad():
             assert (model(TRANSFORMS["rot90"](x)) - model(x)).abs().max().item() < 1e-5
+
+
+def test_shipped_morphology_models_were_trained_under_the_default_noise_law() -> None:
+    """`galscale evaluate morphology` and the training commands default to DEFAULT_NOISE: it must
+    be the law recorded in the shipped denoiser's and both classifiers' artefacts."""
+    from dataclasses import asdict
+
+    from galscale.config import DEFAULT_NOISE
+
+    for name in ("denoiser", "morphology", "morphology/raw_baseline"):
+        recorded = load_artifact(name).config["training"]["data_description"]["noise"]
+        assert recorded == asdict(DEFAULT_NOISE), name

@@ -72,10 +72,10 @@ def test_evaluate_morphology_writes_both_readings_of_the_claim(tmp_path) -> None
     models: denoising quality, the two-classifier comparison and the same-model table."""
     import json
 
-    from galscale.evaluate.morphology import evaluate_morphology
+    from galscale.evaluate.morphology import NOISE_SWEEP, evaluate_morphology
 
     report = evaluate_morphology(tmp_path, images=None, n_sim=6, n_injections=2,
-                                 jwst_dir=tmp_path / "absent")
+                                 jwst_dir=tmp_path / "absent", noise=NOISE_SWEEP[0])
     saved = json.loads((tmp_path / "morphology_evaluation.json").read_text())
     assert saved["classification"]["accuracy_gain"] == pytest.approx(
         report["classification"]["accuracy_gain"])
@@ -91,3 +91,11 @@ def test_evaluate_morphology_writes_both_readings_of_the_claim(tmp_path) -> None
     assert same["classifier_raw"]["raw_input"] == saved["classification"]["raw_input"]
     assert "skipped" in saved["injection_recovery_jwst"]
     assert (tmp_path / "morphology_roc.png").is_file()
+    # the noise sweep: the same galaxies, noise 1x / 2x / 4x the default law
+    sweep = saved["noise_sweep"]
+    assert [row["noise"]["sigma_max"] for row in sweep] == pytest.approx([0.06, 0.12, 0.24])
+    assert all(row["raw_input"]["n"] == 6 for row in sweep)
+    # under the headline's own law the sweep repeats the headline comparison exactly
+    assert sweep[0]["raw_input"] == saved["classification"]["raw_input"]
+    assert sweep[0]["denoised_input"] == saved["classification"]["denoised_input"]
+    assert sweep[0]["psnr_noisy_db"] > sweep[1]["psnr_noisy_db"] > sweep[2]["psnr_noisy_db"]

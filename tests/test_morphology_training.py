@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import asdict
 
 import numpy as np
 import pytest
@@ -10,6 +11,7 @@ import ray
 import torch
 
 from galscale.cli import add_train_config_arguments, train_config_from_args
+from galscale.config import DEFAULT_NOISE, NoiseLaw
 from galscale.models.morphology import DiskClassifierInference, disk_probability
 from galscale.registry import load_artifact, load_model
 from galscale.train import denoiser as denoiser_task
@@ -35,11 +37,14 @@ def test_train_denoiser_then_classifier_on_its_output(local_ray, tmp_path) -> No
     common = ["--epochs", "1", "--batch-size", "2", "--n-sim", "6", "--storage-path",
               str(tmp_path / "runs"), "--cpus-per-worker", "1"]
     args, cfg = _args(denoiser_task, [*common, "--realisations", "1", "--max-steps", "2",
+                                      "--noise-sigma", "0.02", "0.2", "--noise-log-uniform",
                                       "--out", str(tmp_path / "den")])
     assert denoiser_task.run(args, cfg) == str(tmp_path / "den")
     den = load_artifact(tmp_path / "den")
     assert den.config["training"]["steps"] == 2
     assert den.config["training"]["data_description"]["realisations"] == 1
+    assert den.config["training"]["data_description"]["noise"] == {
+        "sigma_min": 0.02, "sigma_max": 0.2, "log_uniform": True}
     assert 0 < den.config["metrics"]["forward_flops_per_cutout"] <= 1.5e9
     model = load_model(tmp_path / "den")
     with torch.no_grad():
@@ -52,6 +57,7 @@ def test_train_denoiser_then_classifier_on_its_output(local_ray, tmp_path) -> No
     cls = load_artifact(tmp_path / "cls")
     assert cls.config["training"]["data_description"]["denoiser_sha256"] == den.sha256
     assert cls.config["training"]["steps"] == 2
+    assert cls.config["training"]["data_description"]["noise"] == asdict(DEFAULT_NOISE)
     classifier = load_model(tmp_path / "cls")
     assert isinstance(classifier, DiskClassifierInference)
     p = disk_probability(classifier, np.random.default_rng(0).random((2, 3, 256, 256)))
@@ -69,3 +75,7 @@ def test_raw_and_denoised_inputs_share_contamination() -> None:
     np.testing.assert_array_equal(labels, np.repeat(galaxies.labels, 2))
     with pytest.raises(ValueError, match="needs a denoiser"):
         morphology_task.classifier_inputs(galaxies, input_kind="denoised", realisations=1, seed=3)
+    # a stronger noise law changes the pictures, not the contaminants' draws' determinism
+    noisier, _ = morphology_task.classifier_inputs(galaxies, input_kind="raw", realisations=2,
+                                                   seed=3, noise=NoiseLaw(0.1, 0.2))
+    assert np.std(noisier.astype(float) - raw) > 10

@@ -318,6 +318,30 @@ def test_contaminants_and_noise_work_on_any_image():
         add_contaminants(np.zeros((3, 8, 8)), rng, n_range=(3, 1))
 
 
+def test_noise_law_draws_sigma_in_its_range():
+    """A uniform law draws as rng.uniform does (the first shipped models' 0.01-0.06); the
+    log-uniform default spreads evenly over log sigma."""
+    from galscale.config import DEFAULT_NOISE, NoiseLaw
+
+    a, b = np.random.default_rng(3), np.random.default_rng(3)
+    uniform = NoiseLaw(0.01, 0.06, log_uniform=False)
+    assert [uniform.draw_sigma(a) for _ in range(5)] == list(b.uniform(0.01, 0.06, 5))
+    law = DEFAULT_NOISE
+    assert law == NoiseLaw(0.01, 0.24, log_uniform=True)
+    rng = np.random.default_rng(0)
+    s = np.array([law.draw_sigma(rng) for _ in range(4000)])
+    assert s.min() >= 0.01 and s.max() <= 0.24
+    # half of the draws below the geometric mean, not below the arithmetic one
+    assert abs(np.mean(s < np.sqrt(0.01 * 0.24)) - 0.5) < 0.03
+    assert np.mean(s < 0.125) > 0.7
+    noisy = add_noise(np.full((1, 64, 64), 0.5, np.float32), np.random.default_rng(1),
+                      law=NoiseLaw(0.2, 0.2), poisson_range=(0.0, 0.0),
+                      correlated_probability=0.0)
+    assert np.std(noisy) == pytest.approx(0.2, rel=0.1)
+    with pytest.raises(ValueError, match="sigma_min"):
+        NoiseLaw(0.1, 0.05)
+
+
 def test_cli_simulate_writes_and_reports(tmp_path, capsys):
     from galscale.cli import main
 

@@ -15,13 +15,16 @@ Reported (JSON + PNG):
 - classification: disk / non-disk accuracy and ROC AUC of the classifier trained on denoised
   inputs (evaluated on denoised held-out inputs) and of the identical classifier trained on raw
   inputs (evaluated on raw held-out inputs), with paired-bootstrap 95 % intervals of the gain;
-  and (`same_model`) each of the two trained models fed raw, denoised and clean pictures.
+  and (`same_model`) each of the two trained models fed raw, denoised and clean pictures;
+- noise sweep: the same comparison with the noise made 1, 2 and 4 times stronger (seed 001's
+  galaxies are faint JWST ones; the question is where denoising starts to pay).
 """
 
 from __future__ import annotations
 
 import json
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -29,12 +32,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from galscale.config import DEFAULT_NOISE, NoiseLaw
 from galscale.models.denoiser import denoise_batch
 from galscale.models.morphology import disk_probability
 from galscale.train.denoiser import contaminate, load_clean_galaxies, simulated_stamps
 
 HELDOUT_CONTAMINATION_SEED = 900_001
 INJECTION_SEED_OFFSET = 20_000  # simulated galaxies injected into real JWST noise
+# noise sweep: bands of background sigma, uniform in 0.01-0.06 (the first shipped models'
+# training law) times 1, 2 and 4; peak S/N of a galaxy's brightest pixel ~17-100, ~8-50, ~4-25
+NOISE_SWEEP = tuple(NoiseLaw(0.01 * f, 0.06 * f) for f in (1.0, 2.0, 4.0))
 DEFAULT_JWST_DIR = Path(__file__).resolve().parents[3] / "shared" / "data" / "jwst_real_cutouts"
 
 
@@ -235,6 +242,40 @@ def _plot_triplets(noisy: np.ndarray, denoised: np.ndarray, clean: np.ndarray, p
     plt.close(fig)
 
 
+def heldout_pair(denoiser: torch.nn.Module, clean: np.ndarray,
+                 noise: NoiseLaw) -> tuple[np.ndarray, np.ndarray]:
+    """(contaminated, denoised) held-out pictures of `clean` [N, 3, H, W] in [0, 1]: galaxy i
+    gets realisation 0 of the held-out contamination stream, its noise drawn by `noise`."""
+    noisy = np.stack([contaminate(clean[i], HELDOUT_CONTAMINATION_SEED, i, 0, noise)
+                      for i in range(len(clean))])
+    return noisy, denoise_batch(denoiser, noisy)
+
+
+def noise_sweep(denoiser: torch.nn.Module, classifiers: dict[str, torch.nn.Module],
+                clean: np.ndarray, labels: np.ndarray, laws: list[NoiseLaw],
+                seed: int = 0) -> list[dict[str, Any]]:
+    """Raw vs denoised classification of the same labelled galaxies under each noise law:
+    `classifier_raw` on raw pictures against `classifier_denoised` on denoised ones, plus the
+    raw-trained model on denoised pictures, with paired-bootstrap intervals of the gain."""
+    rows = []
+    for law in laws:
+        noisy, denoised = heldout_pair(denoiser, clean, law)
+        p_raw = disk_probability(classifiers["classifier_raw"], noisy)
+        p_den = disk_probability(classifiers["classifier_denoised"], denoised)
+        raw, den = classification_report(labels, p_raw), classification_report(labels, p_den)
+        rows.append({
+            "noise": asdict(law), "psnr_noisy_db": float(psnr(noisy, clean).mean()),
+            "psnr_denoised_db": float(psnr(denoised, clean).mean()),
+            "raw_input": raw, "denoised_input": den,
+            "raw_model_on_denoised": classification_report(
+                labels, disk_probability(classifiers["classifier_raw"], denoised)),
+            "accuracy_gain": den["accuracy"] - raw["accuracy"],
+            "roc_auc_gain": den["roc_auc"] - raw["roc_auc"],
+            **paired_bootstrap_gain(labels, p_raw, p_den, seed=seed),
+        })
+    return rows
+
+
 def evaluate_morphology(
     out_dir: str | Path,
     *,
@@ -248,9 +289,15 @@ def evaluate_morphology(
     jwst_dir: str | Path | None = None,
     n_injections: int = 24,
     seed: int = 0,
+    noise: NoiseLaw = DEFAULT_NOISE,
+    sweep: tuple[NoiseLaw, ...] = NOISE_SWEEP,
 ) -> dict[str, Any]:
     """Run every held-out check; write `morphology_evaluation.json`, `morphology_roc.png` and
-    `morphology_denoising_{real,sim}.png` to `out_dir`."""
+    `morphology_denoising_{real,sim}.png` to `out_dir`.
+
+    `noise` is the noise law of the held-out contaminated set (the training law of the models
+    under test); the `noise_sweep` section repeats the raw-vs-denoised comparison, same models
+    and galaxies, under each law of `sweep`."""
     from galscale.registry import load_artifact, load_model
 
     start = time.time()
@@ -260,14 +307,12 @@ def evaluate_morphology(
     galaxies = load_clean_galaxies(images, n_sim=n_sim, sim_seed=sim_seed, split="heldout",
                                    max_real=max_real)
     clean = galaxies.images.astype(np.float32) / 255.0
-    noisy = np.stack([contaminate(clean[i], HELDOUT_CONTAMINATION_SEED, i, 0)
-                      for i in range(len(clean))])
-    denoised = denoise_batch(den, noisy)
+    noisy, denoised = heldout_pair(den, clean, noise)
     is_sim = np.array([o.startswith("sim:") for o in galaxies.origins])
     report: dict[str, Any] = {
         "heldout": {"images_dir": images, "n_real": int((~is_sim).sum()),
                     "n_sim": int(is_sim.sum()), "sim_seed": sim_seed,
-                    "contamination_seed": HELDOUT_CONTAMINATION_SEED,
+                    "contamination_seed": HELDOUT_CONTAMINATION_SEED, "noise": asdict(noise),
                     "skipped_files": galaxies.skipped},
         "artefacts": {name: {"path": str(load_artifact(ref).path), "sha256": load_artifact(ref).sha256}
                       for name, ref in (("denoiser", denoiser), ("classifier_denoised", classifier),
@@ -292,10 +337,11 @@ def evaluate_morphology(
     # every trained classifier on every kind of picture, each model loaded and run once: the
     # claim compares the diagonal (each model on its own input kind); `same_model` is the rest
     inputs = {"raw_input": noisy, "denoised_input": denoised, "clean_input": clean}
+    models = {"classifier_denoised": load_model(classifier),
+              "classifier_raw": load_model(raw_classifier)}
     p_disk = {name: {kind: disk_probability(model, images[labelled])
                      for kind, images in inputs.items()}
-              for name, model in (("classifier_denoised", load_model(classifier)),
-                                  ("classifier_raw", load_model(raw_classifier)))}
+              for name, model in models.items()}
     p_den = p_disk["classifier_denoised"]["denoised_input"]
     p_raw = p_disk["classifier_raw"]["raw_input"]
     report["classification"] = {
@@ -315,6 +361,8 @@ def evaluate_morphology(
     # clean (upper bound) held-out pictures
     cls["same_model"] = {name: {kind: classification_report(y, p) for kind, p in by_kind.items()}
                          for name, by_kind in p_disk.items()}
+    report["noise_sweep"] = noise_sweep(den, models, clean[labelled], y,
+                                        list(sweep), seed)
     _plot_roc({"denoised input": (y, p_den), "raw input": (y, p_raw)}, out / "morphology_roc.png")
     report["seconds"] = round(time.time() - start, 1)
     (out / "morphology_evaluation.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
@@ -324,5 +372,5 @@ def evaluate_morphology(
 __all__ = [
     "HELDOUT_CONTAMINATION_SEED", "DEFAULT_JWST_DIR", "psnr", "ssim", "quality_report",
     "classification_report", "paired_bootstrap_gain", "real_noise_field", "injection_recovery",
-    "evaluate_morphology",
+    "heldout_pair", "noise_sweep", "NOISE_SWEEP", "evaluate_morphology",
 ]

@@ -14,6 +14,8 @@ from __future__ import annotations
 import galsim
 import numpy as np
 
+from galscale.config import DEFAULT_NOISE, NoiseLaw
+
 
 def _as_chw(image: np.ndarray) -> tuple[np.ndarray, bool]:
     a = np.asarray(image, dtype=np.float32)
@@ -83,17 +85,18 @@ def add_contaminants(clean: np.ndarray, rng: np.random.Generator,
 
 
 def add_noise(image: np.ndarray, rng: np.random.Generator,
-              sigma_range: tuple[float, float] = (0.01, 0.06),
+              law: NoiseLaw = DEFAULT_NOISE,
               poisson_range: tuple[float, float] = (0.0, 0.02),
               correlated_probability: float = 0.5) -> np.ndarray:
     """Copy of `image` ([C, H, W] or [H, W] in [0, 1]) with realistic noise, clipped to [0, 1].
 
-    Per image: background sigma ~ U(sigma_range); signal-dependent variance a * pixel with
-    a ~ U(poisson_range) (Poisson-like); with `correlated_probability`, the noise field is
-    smoothed by a 3x3 kernel (like drizzled mosaics) and rescaled to the same sigma.
+    Per image: background sigma drawn by `law` (`galscale.config.NoiseLaw`); signal-dependent
+    variance a * pixel with a ~ U(poisson_range) (Poisson-like); with `correlated_probability`,
+    the noise field is smoothed by a 3x3 kernel (like drizzled mosaics) and rescaled to the same
+    sigma.
     """
     img, was_2d = _as_chw(image)
-    sigma = rng.uniform(*sigma_range)
+    sigma = law.draw_sigma(rng)
     a = rng.uniform(*poisson_range)
     std = np.sqrt(sigma**2 + a * np.clip(img, 0.0, None)).astype(np.float32)
     field = rng.standard_normal(img.shape).astype(np.float32)

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from galscale.config import DEFAULT_NOISE, NoiseLaw
 from galscale.images import absolute_folder, folder_labels, holdout_mask, list_images, load_images
 from galscale.models.denoiser import DenoiserConfig, UNetVAE, architecture_dict, denoiser_loss
 from galscale.train.loop import TrainConfig
@@ -131,13 +132,15 @@ def load_clean_galaxies(
     return CleanGalaxies(np.concatenate(parts_img), np.concatenate(parts_lab), origins, skipped)
 
 
-def contaminate(clean: np.ndarray, seed: int, index: int, realisation: int) -> np.ndarray:
-    """Realisation `realisation` of clean galaxy `index`: 1-3 contaminants plus noise, in [0, 1]."""
+def contaminate(clean: np.ndarray, seed: int, index: int, realisation: int,
+                noise: NoiseLaw = DEFAULT_NOISE) -> np.ndarray:
+    """Realisation `realisation` of clean galaxy `index`: 1-3 contaminants plus noise drawn by
+    `noise`, in [0, 1]."""
     from galscale.sim.contaminants import add_contaminants, add_noise
 
     rng = np.random.default_rng([seed, index, realisation])
     dirty = add_contaminants(clean, rng, n_range=(1, 3), draw_method=CONTAMINANT_DRAW_METHOD)
-    return np.clip(add_noise(dirty, rng), 0.0, 1.0).astype(np.float32)
+    return np.clip(add_noise(dirty, rng, law=noise), 0.0, 1.0).astype(np.float32)
 
 
 class ContaminatedPairs(Dataset):
@@ -148,13 +151,15 @@ class ContaminatedPairs(Dataset):
     while the contamination is still made on the whole cutout).
     """
 
-    def __init__(self, galaxies: CleanGalaxies, realisations: int, seed: int, crop: int = 0) -> None:
+    def __init__(self, galaxies: CleanGalaxies, realisations: int, seed: int, crop: int = 0,
+                 noise: NoiseLaw = DEFAULT_NOISE) -> None:
         if realisations < 1:
             raise ValueError("realisations must be >= 1")
         size = galaxies.images.shape[-1]
         if crop < 0 or crop > size or (crop and crop % 16):
             raise ValueError(f"crop must be 0 or a multiple of 16 up to {size}, got {crop}")
         self.galaxies, self.realisations, self.seed, self.crop = galaxies, realisations, seed, crop
+        self.noise = noise
 
     def __len__(self) -> int:
         return len(self.galaxies) * self.realisations
@@ -162,7 +167,7 @@ class ContaminatedPairs(Dataset):
     def __getitem__(self, item: int) -> tuple[torch.Tensor, torch.Tensor]:
         index, realisation = divmod(int(item), self.realisations)
         clean = self.galaxies.clean(index)
-        noisy = contaminate(clean, self.seed, index, realisation)
+        noisy = contaminate(clean, self.seed, index, realisation, self.noise)
         if self.crop and self.crop < clean.shape[-1]:
             rng = np.random.default_rng([self.seed, index, realisation, 1])
             top, left = rng.integers(0, clean.shape[-1] - self.crop + 1, 2)
@@ -192,6 +197,7 @@ class DenoiserTask:
     val_fraction: float = 0.1
     train_crop: int = 0  # 0: whole 256x256 cutouts; else random crops of this size for training
     learning_rate: float = 2e-3
+    noise: NoiseLaw = field(default_factory=NoiseLaw)
     architecture: DenoiserConfig = field(default_factory=DenoiserConfig)
     name: str = "denoiser"
 
@@ -204,8 +210,9 @@ class DenoiserTask:
 
     def datasets(self, seed: int) -> tuple[Dataset, Dataset]:
         train, val = split_train_val(self.clean_training_galaxies(), self.val_fraction)
-        return (ContaminatedPairs(train, self.realisations, seed, crop=self.train_crop),
-                ContaminatedPairs(val, self.val_realisations, seed + 1))
+        return (ContaminatedPairs(train, self.realisations, seed, crop=self.train_crop,
+                                  noise=self.noise),
+                ContaminatedPairs(val, self.val_realisations, seed + 1, noise=self.noise))
 
     def loss(self, model: torch.nn.Module, batch) -> tuple[torch.Tensor, dict[str, float]]:
         noisy, clean = batch
@@ -224,7 +231,8 @@ class DenoiserTask:
             "images_dir": str(Path(self.images_dir).resolve()) if self.images_dir else None,
             "real_split": "train (file-name hash, 80 %)", "max_real": self.max_real,
             "n_sim": self.n_sim, "sim_seed": self.sim_seed, "realisations": self.realisations,
-            "contaminants_per_image": [1, 3], "val_fraction": self.val_fraction,
+            "contaminants_per_image": [1, 3], "noise": asdict(self.noise),
+            "val_fraction": self.val_fraction,
             "train_crop": self.train_crop or "full cutout",
         }
 
@@ -262,6 +270,8 @@ def train_denoiser(task: DenoiserTask, cfg: TrainConfig, out: str, command: str 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Denoiser options of `galscale train denoiser` / jobs/train_denoiser.py (the shared
     training options come from `galscale.cli.add_train_config_arguments`)."""
+    from galscale.cli import add_noise_arguments
+
     p.add_argument("--images", default=None, type=absolute_folder,
                    help="folder of clean galaxy pictures (JPEG/PNG/FITS, searched recursively), "
                    "e.g. ../shared/data/gz2_spiral_train; its 80 %% training split is used")
@@ -277,6 +287,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--recon-loss", choices=("bce", "mse"), default="bce",
                    help="reconstruction loss (bce, as in the paper)")
     p.add_argument("--beta", type=float, default=1e-3, help="weight of the KL term (1e-3)")
+    add_noise_arguments(p)
     p.add_argument("--max-steps", type=int, default=0,
                    help="stop after this many optimiser steps (0: no limit)")
 
@@ -287,9 +298,11 @@ def run(args: argparse.Namespace, cfg: TrainConfig) -> str:
     import shlex
     import sys
 
+    from galscale.cli import noise_law
+
     task = DenoiserTask(images_dir=args.images, n_sim=args.n_sim, max_real=args.max_real,
                         realisations=args.realisations, learning_rate=args.learning_rate,
-                        train_crop=args.train_crop,
+                        train_crop=args.train_crop, noise=noise_law(args),
                         architecture=DenoiserConfig(recon_loss=args.recon_loss, beta=args.beta))
     cfg = dataclasses.replace(cfg, max_steps=args.max_steps, run_name=cfg.run_name or task.name)
     out = args.out or f"runs/models/{task.name}"
@@ -299,6 +312,7 @@ def run(args: argparse.Namespace, cfg: TrainConfig) -> str:
 
 
 __all__ = [
-    "BUILDER", "ARTIFACT_NAME", "train_denoiser", "add_arguments", "run", "HELDOUT_SEED_OFFSET", "GZ2_CROP_FRACTION", "stamp_cache_dir", "simulated_stamps", "CleanGalaxies", "load_clean_galaxies",
+    "BUILDER", "ARTIFACT_NAME", "train_denoiser", "add_arguments", "run", "HELDOUT_SEED_OFFSET", "GZ2_CROP_FRACTION", "stamp_cache_dir",
+ "simulated_stamps", "CleanGalaxies", "load_clean_galaxies",
     "contaminate", "ContaminatedPairs", "split_train_val", "DenoiserTask",
 ]

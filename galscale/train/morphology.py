@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from galscale.config import DEFAULT_NOISE, NoiseLaw
 from galscale.images import absolute_folder
 from galscale.models.morphology import (
     D16DiskClassifier,
@@ -55,6 +56,7 @@ def classifier_inputs(
     seed: int,
     denoiser: torch.nn.Module | None = None,
     batch_size: int = 32,
+    noise: NoiseLaw = DEFAULT_NOISE,
 ) -> tuple[np.ndarray, np.ndarray]:
     """uint8 [N * realisations, 3, 256, 256] classifier inputs and int64 labels.
 
@@ -72,7 +74,8 @@ def classifier_inputs(
     for start in range(0, n, batch_size):
         rows = range(start, min(n, start + batch_size))
         batch = np.stack([contaminate(galaxies.clean(k // realisations), seed,
-                                      k // realisations, k % realisations) for k in rows])
+                                      k // realisations, k % realisations, noise)
+                          for k in rows])
         if input_kind == "denoised":
             batch = denoise_batch(denoiser, batch, batch_size=batch_size)
         out[start : start + len(rows)] = np.round(np.clip(batch, 0, 1) * 255.0).astype(np.uint8)
@@ -112,6 +115,7 @@ class MorphologyTask:
     realisations: int = 2
     val_fraction: float = 0.1
     learning_rate: float = 2e-3
+    noise: NoiseLaw = field(default_factory=NoiseLaw)
     architecture: MorphologyConfig = field(default_factory=MorphologyConfig)
     name: str = "morphology"
 
@@ -138,7 +142,8 @@ class MorphologyTask:
         sets = []
         for part, reals, s in ((train, self.realisations, stream), (val, 1, stream + 1)):
             images, labels = classifier_inputs(part, input_kind=self.input_kind,
-                                               realisations=reals, seed=s, denoiser=denoiser)
+                                               realisations=reals, seed=s, denoiser=denoiser,
+                                               noise=self.noise)
             sets.append(Uint8Images(images, labels))
         return sets[0], sets[1]
 
@@ -159,7 +164,8 @@ class MorphologyTask:
             "images_dir": str(Path(self.images_dir).resolve()) if self.images_dir else None,
             "real_split": "train (file-name hash, 80 %), labelled folders only",
             "max_real": self.max_real, "n_sim": self.n_sim, "sim_seed": self.sim_seed,
-            "realisations": self.realisations, "val_fraction": self.val_fraction,
+            "realisations": self.realisations, "noise": asdict(self.noise),
+            "val_fraction": self.val_fraction,
         }
 
 
@@ -195,6 +201,8 @@ def train_morphology(task: MorphologyTask, cfg: TrainConfig, out: str, command: 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Classifier options of `galscale train morphology` / jobs/train_morphology.py (the shared
     training options come from `galscale.cli.add_train_config_arguments`)."""
+    from galscale.cli import add_noise_arguments
+
     p.add_argument("--input-kind", choices=INPUT_KINDS, default="denoised",
                    help="train on denoised inputs (the survey model, default) or on raw "
                    "contaminated inputs (the paper's baseline)")
@@ -209,6 +217,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--realisations", type=int, default=2,
                    help="contaminated realisations per galaxy (2)")
     p.add_argument("--learning-rate", type=float, default=2e-3, help="Adam learning rate (2e-3)")
+    add_noise_arguments(p)
     p.add_argument("--max-steps", type=int, default=0,
                    help="stop after this many optimiser steps (0: no limit)")
 
@@ -219,6 +228,7 @@ def run(args: argparse.Namespace, cfg: TrainConfig) -> str:
     import shlex
     import sys
 
+    from galscale.cli import noise_law
     from galscale.registry import resolve_artifact_path
 
     denoiser = args.denoiser  # a folder is made absolute: the workers run in their trial folder
@@ -226,7 +236,8 @@ def run(args: argparse.Namespace, cfg: TrainConfig) -> str:
         denoiser = str(resolve_artifact_path(denoiser).resolve())
     task = MorphologyTask(input_kind=args.input_kind, denoiser=denoiser,
                           images_dir=args.images, n_sim=args.n_sim, max_real=args.max_real,
-                          realisations=args.realisations, learning_rate=args.learning_rate)
+                          realisations=args.realisations, learning_rate=args.learning_rate,
+                          noise=noise_law(args))
     cfg = dataclasses.replace(cfg, max_steps=args.max_steps,
                               run_name=cfg.run_name or f"morphology-{task.input_kind}")
     out = args.out or f"runs/models/morphology-{task.input_kind}"
