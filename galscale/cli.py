@@ -490,6 +490,9 @@ def add_classify_arguments(p: argparse.ArgumentParser) -> None:
                    help="frame each 256-px morphology cutout as a square of this many flux radii "
                    "(at most 256 native pixels; 0: always 256 native pixels) "
                    f"({c.morph_side_per_radius:g})")
+    p.add_argument("--morph-min-side-px", type=float, default=c.morph_min_side_px,
+                   help="smallest framed side in native pixels, so that a compact source is "
+                   f"magnified at most 256 / this ({c.morph_min_side_px:g})")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -511,7 +514,8 @@ def job_config_from_args(args: argparse.Namespace):
         survey=args.survey, out=args.out, run_id=args.run_id,
         tiling=TilingConfig(tile_size=args.tile_size, margin=args.margin),
         detection=dataclasses.replace(DetectionConfig(), threshold_sigma=args.detect_threshold),
-        cutouts=CutoutConfig(morph_side_per_radius=args.morph_side_per_radius or None),
+        cutouts=CutoutConfig(morph_side_per_radius=args.morph_side_per_radius or None,
+                             morph_min_side_px=args.morph_min_side_px),
         stages=tuple(stages), sources=args.sources, spectra=args.spectra,
         spectra_redshifts=args.spectra_redshifts, device=args.device,
         batch_size=args.batch_size, num_model_actors=args.num_model_actors,

@@ -45,3 +45,16 @@ def test_top_level_help_is_fast_and_lists_commands():
                          text=True, check=True, timeout=120)
     assert "classify" in out.stdout and "simulate" in out.stdout
     assert time.perf_counter() - started < 60  # no torch/escnn import just to print help
+
+
+def test_classify_framing_options_reach_the_cutout_config():
+    from galscale.cli import add_classify_arguments, job_config_from_args
+
+    parser = argparse.ArgumentParser()
+    add_classify_arguments(parser)
+    base = ["--survey", "s.zarr", "--out", "runs"]
+    default = job_config_from_args(parser.parse_args(base)).cutouts
+    assert default.morph_side_per_radius == 16.0 and default.morph_min_side_px == 32.0
+    cfg = job_config_from_args(parser.parse_args(
+        [*base, "--morph-side-per-radius", "0", "--morph-min-side-px", "64"])).cutouts
+    assert cfg.morph_side_per_radius is None and cfg.morph_min_side_px == 64.0
