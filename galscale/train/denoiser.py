@@ -197,7 +197,7 @@ class DenoiserTask:
     val_fraction: float = 0.1
     train_crop: int = 0  # 0: whole 256x256 cutouts; else random crops of this size for training
     learning_rate: float = 2e-3
-    noise: NoiseLaw = field(default_factory=NoiseLaw)
+    noise: NoiseLaw = DEFAULT_NOISE
     architecture: DenoiserConfig = field(default_factory=DenoiserConfig)
     name: str = "denoiser"
 
@@ -312,7 +312,8 @@ def run(args: argparse.Namespace, cfg: TrainConfig) -> str:
 
 
 __all__ = [
-    "BUILDER", "ARTIFACT_NAME", "train_denoiser", "add_arguments", "run", "HELDOUT_SEED_OFFSET", "GZ2_CROP_FRACTION", "stamp_cache_dir",
- "simulated_stamps", "CleanGalaxies", "load_clean_galaxies",
+    "BUILDER", "ARTIFACT_NAME", "train_denoiser", "add_arguments", "run", "HELDOUT_SEED_OFFSET",
+    "GZ2_CROP_FRACTION", "stamp_cache_dir", "simulated_stamps", "CleanGalaxies",
+    "load_clean_galaxies",
     "contaminate", "ContaminatedPairs", "split_train_val", "DenoiserTask",
 ]

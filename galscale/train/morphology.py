@@ -115,7 +115,7 @@ class MorphologyTask:
     realisations: int = 2
     val_fraction: float = 0.1
     learning_rate: float = 2e-3
-    noise: NoiseLaw = field(default_factory=NoiseLaw)
+    noise: NoiseLaw = DEFAULT_NOISE
     architecture: MorphologyConfig = field(default_factory=MorphologyConfig)
     name: str = "morphology"
 
