@@ -144,6 +144,13 @@ JOB_STAGES: tuple[str, ...] = ("morphology", "redshift", "spectra")
 
 MORPH_STRETCH_SOFTENING = 0.02  # asinh softening as a fraction of the peak (= galscale.sim)
 
+# P(disk) means something only for resolved, well-detected galaxies: measured flux radius at
+# least twice the F277W PSF FWHM (0.092") and S/N >= 20. On simulated survey cutouts the shipped
+# models' P(disk) is near chance below this (docs/morphology.md); the catalog's
+# `morph_resolved` column and the truth comparison use these same numbers.
+RESOLVED_MIN_RADIUS_ARCSEC = 0.2
+RESOLVED_MIN_SNR = 20.0
+
 
 @dataclass(frozen=True)
 class CutoutConfig:
@@ -157,6 +164,8 @@ class CutoutConfig:
     peak_box: int = 16  # the peak is the brightest pixel of the central peak_box^2 (all channels)
     morph_side_per_radius: float | None = 16.0  # frame side / flux radius; None: native pixels
     morph_min_side_px: float = 32.0  # smallest framed side, in native pixels
+    resolved_min_radius_arcsec: float = RESOLVED_MIN_RADIUS_ARCSEC  # `morph_resolved` column
+    resolved_min_snr: float = RESOLVED_MIN_SNR
 
     def __post_init__(self) -> None:
         if self.morph_side_per_radius is not None and self.morph_side_per_radius <= 0:
@@ -229,7 +238,8 @@ def config_json(obj: Any) -> str:
 __all__ = [
     "SpectralEmbeddingConfig",
     "NIRCAM_BANDS", "PIVOT_UM", "MORPHOLOGY_BANDS", "REDSHIFT_CLASSES", "NJY_ZEROPOINT_AB",
-    "MORPH_CUTOUT", "MULTIBAND_CUTOUT", "MORPH_STRETCH_SOFTENING", "TilingConfig", "DetectionConfig",
+    "MORPH_CUTOUT", "MULTIBAND_CUTOUT", "MORPH_STRETCH_SOFTENING", "RESOLVED_MIN_RADIUS_ARCSEC",
+    "RESOLVED_MIN_SNR", "TilingConfig", "DetectionConfig",
     "CutoutConfig", "SimConfig",
     "SIM_DEPTH_AB",
     "JOB_STAGES", "SurveyJobConfig", "to_json_dict", "config_json", "field",

@@ -230,6 +230,26 @@ def test_gallery_recuts_the_jobs_cutouts_and_shows_the_catalog_probabilities(rep
     np.testing.assert_array_equal(again, rows["morph_cutout"][index])
 
 
+def test_gallery_prefers_resolved_unflagged_rows():
+    from galscale.report.gallery import choose_sources
+
+    rng = np.random.default_rng(0)
+    p = rng.random(60)
+    flags = np.zeros(60, dtype=np.int64)
+    flags[::7] = 8  # blended
+    resolved = np.zeros(60, dtype=bool)
+    resolved[:30] = True
+    pick = choose_sources(p, flags, per_group=4, resolved=resolved)
+    shown = pick.all_rows()
+    assert pick.pool.startswith("resolved") and len(shown) == 12
+    assert resolved[shown].all() and (flags[shown] == 0).all()
+    # too few resolved rows: the unflagged pool, as without the column
+    few = np.zeros(60, dtype=bool)
+    few[:5] = True
+    assert choose_sources(p, flags, 4, resolved=few).pool == choose_sources(p, flags, 4).pool \
+        == "unflagged"
+
+
 def test_sections_without_data_say_so(tmp_path):
     """A bare catalog (no model columns, no provenance, summary, spectra or truth)."""
     from galscale.catalog import catalog_schema

@@ -103,6 +103,9 @@ def test_evaluate_catalog_command_writes_the_truth_comparison(local_run, sim, tm
     assert written["zclass_accuracy"] == pytest.approx(expected["zclass_accuracy"])
     assert written["disk_galaxies_scored"] == expected["disk_galaxies_scored"] > 0
     assert 0.0 <= written["disk_roc_auc"] <= 1.0
+    resolved = np.asarray(local_run["catalog"]["morph_resolved"], dtype=bool)
+    assert 0 < written["disk_catalog_resolved_scored"] <= min(
+        int(resolved.sum()), written["disk_galaxies_scored"])
 
 
 def _wait_for_http(address: str, head: subprocess.Popen, timeout: float = 180.0) -> None:

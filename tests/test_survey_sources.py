@@ -14,6 +14,7 @@ from galscale.survey.cutouts import (
     frame_radius,
     make_cutouts,
     morphology_frame_side,
+    morphology_resolved,
     morphology_stretch,
 )
 from galscale.survey.extract import extract_tile
@@ -76,6 +77,22 @@ def test_catalog_mode_and_off_survey(small_survey):
         assert np.isnan(cols["flux_F200W"][k])
     with pytest.raises(ValueError, match="'ra' and 'dec'"):
         project_positions({"x": [1.0]}, s)
+    # every row says whether its morphology is measurable, by the documented rule
+    scale = s.pixel_scale_arcsec
+    rule = (cols["flux_radius"] * scale >= 0.2) & (cols["snr"] >= 20)
+    np.testing.assert_array_equal(cols["morph_resolved"], rule)
+    assert not cols["morph_resolved"][[by_input[110], by_input[111]]].any()
+
+
+def test_morphology_resolved_rule():
+    cfg = CutoutConfig()
+    radius_px = np.array([10.0, 5.0, 10.0, np.nan, 6.7])
+    snr = np.array([25.0, 25.0, 19.0, 50.0, 20.0])
+    np.testing.assert_array_equal(morphology_resolved(radius_px, snr, 0.03, cfg),
+                                  [True, False, False, False, True])
+    strict = CutoutConfig(resolved_min_radius_arcsec=0.3, resolved_min_snr=10.0)
+    np.testing.assert_array_equal(morphology_resolved(radius_px, snr, 0.03, strict),
+                                  [True, False, True, False, False])
 
 
 def test_cutouts_shapes_range_edge_and_mask():

@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow as pa
 from scipy.spatial import cKDTree
 
-from galscale.config import REDSHIFT_CLASSES
+from galscale.config import REDSHIFT_CLASSES, RESOLVED_MIN_RADIUS_ARCSEC, RESOLVED_MIN_SNR
 
 
 def match_to_truth(catalog: pa.Table, truth: pa.Table, radius_px: float = 2.0) -> np.ndarray:
@@ -37,7 +37,7 @@ def bright_truth(truth: pa.Table, min_snr: float = 10.0) -> np.ndarray:
     return np.nan_to_num(np.asarray(truth["mag_F277W"], dtype=float), nan=99.0) < 27.0
 
 
-RESOLVED_R_HALF_ARCSEC = 0.2
+RESOLVED_R_HALF_ARCSEC = RESOLVED_MIN_RADIUS_ARCSEC
 
 
 def _auc(labels: np.ndarray, scores: np.ndarray) -> float:
@@ -70,9 +70,19 @@ def _truth_column(truth: pa.Table, name: str, match: np.ndarray, matched: np.nda
     return np.where(matched, values[np.where(matched, match, 0)], np.nan)
 
 
+def _disk_scores(prefix: str, is_disk: np.ndarray, p_disk: np.ndarray,
+                 scored_key: str = "") -> dict[str, Any]:
+    """Rows scored, accuracy at P(disk) > 0.5, ROC AUC and its bootstrap 95 % interval."""
+    return {scored_key or f"{prefix}_scored": int(len(is_disk)),
+            f"{prefix}_accuracy": float(((p_disk > 0.5) == is_disk).mean()) if len(is_disk)
+            else float("nan"),
+            f"{prefix}_roc_auc": _auc(is_disk, p_disk),
+            f"{prefix}_roc_auc_95ci": auc_interval(is_disk, p_disk)}
+
+
 def compare_with_truth(catalog: pa.Table, truth: pa.Table, radius_px: float = 2.0,
                        min_snr: float = 10.0, resolved_r_half: float = RESOLVED_R_HALF_ARCSEC,
-                       resolved_min_snr: float = 20.0) -> dict[str, Any]:
+                       resolved_min_snr: float = RESOLVED_MIN_SNR) -> dict[str, Any]:
     """Completeness, duplicates and classification accuracies (and ROC AUC of P(disk), for all
     galaxies and for resolved ones) of a catalog against truth."""
     match = match_to_truth(catalog, truth, radius_px)
@@ -95,24 +105,22 @@ def compare_with_truth(catalog: pa.Table, truth: pa.Table, radius_px: float = 2.
         p_disk = np.asarray(catalog["p_disk"], dtype=float)
         kind = np.where(matched, kinds[np.where(matched, match, 0)], None)
         galaxy = matched & np.isin(kind, ["disk", "non_disk"]) & np.isfinite(p_disk)
+        result |= _disk_scores("disk", kind[galaxy] == "disk", p_disk[galaxy],
+                               scored_key="disk_galaxies_scored")
         truth_disk = kind[galaxy] == "disk"
-        result["disk_galaxies_scored"] = int(galaxy.sum())
-        result["disk_accuracy"] = float(((p_disk[galaxy] > 0.5) == truth_disk).mean()) if galaxy.any() else float("nan")
         result["disk_majority_baseline"] = float(max(truth_disk.mean(), 1 - truth_disk.mean())) if galaxy.any() else float("nan")
-        result["disk_roc_auc"] = _auc(truth_disk, p_disk[galaxy])
-        result["disk_roc_auc_95ci"] = auc_interval(truth_disk, p_disk[galaxy])
         # Morphology is only defined for resolved galaxies: those with a half-light radius
         # over twice the F277W PSF FWHM (0.092") and detected at S/N > 20.
         r_half = _truth_column(truth, "half_light_radius_arcsec", match, matched)
         snr = _truth_column(truth, "snr_det", match, matched)
         resolved = galaxy & (r_half >= resolved_r_half) & (snr > resolved_min_snr)
-        truth_resolved = kind[resolved] == "disk"
         result["disk_resolved_definition"] = (f"half_light_radius >= {resolved_r_half} arcsec and "
                                               f"snr_det > {resolved_min_snr}")
-        result["disk_resolved_scored"] = int(resolved.sum())
-        result["disk_resolved_accuracy"] = float(((p_disk[resolved] > 0.5) == truth_resolved).mean()) if resolved.any() else float("nan")
-        result["disk_resolved_roc_auc"] = _auc(truth_resolved, p_disk[resolved])
-        result["disk_resolved_roc_auc_95ci"] = auc_interval(truth_resolved, p_disk[resolved])
+        result |= _disk_scores("disk_resolved", kind[resolved] == "disk", p_disk[resolved])
+        if "morph_resolved" in names:  # the catalog's own, observable selection
+            chosen = galaxy & np.asarray(catalog["morph_resolved"], dtype=bool)
+            result |= _disk_scores("disk_catalog_resolved", kind[chosen] == "disk",
+                                   p_disk[chosen])
     if "p_low_z" in names and "z_class" in truth.column_names:
         probs = np.column_stack([np.asarray(catalog[f"p_{c}"], dtype=float) for c in REDSHIFT_CLASSES])
         z_class = np.asarray(truth["z_class"].to_pylist(), dtype=object)

@@ -355,6 +355,9 @@ def section_gallery(ctx: _Context) -> Section:
     columns = {n: ctx.cat.column(n).to_numpy(zero_copy_only=False)
                for n in ("source_id", "x", "y", "flags")}
     columns["p_disk"] = _np(ctx.cat, "p_disk")
+    if "morph_resolved" in ctx.cat.column_names:
+        columns["morph_resolved"] = ctx.cat.column("morph_resolved").to_numpy(
+            zero_copy_only=False).astype(bool)
     columns["flag_reason"] = (ctx.cat.column("flag_reason").to_numpy(zero_copy_only=False)
                               if "flag_reason" in ctx.cat.column_names
                               else np.full(ctx.cat.num_rows, "", dtype=object))

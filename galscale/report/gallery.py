@@ -3,8 +3,8 @@
 Cutouts are not stored in a run; the few gallery sources (at most `3 * per_group`) are cut again
 from the survey exactly as the survey job cut them (`galscale.survey.cutouts.make_cutouts` on a
 block read around each source, the same morphology stretch) and denoised with the run's
-denoiser (`denoise_batch`). Choosing them reads only the source_id, x, y, p_disk and flags
-columns, so the gallery costs the same for 100 or 10^7 catalog rows.
+denoiser (`denoise_batch`). Choosing them reads only the source_id, x, y, p_disk, flags and
+morph_resolved columns, so the gallery costs the same for 100 or 10^7 catalog rows.
 """
 
 from __future__ import annotations
@@ -43,13 +43,15 @@ _DUBIOUS = ("LOW_SNR", "NO_DATA", "OFF_SURVEY", "MISSING_DATA", "NO_MORPHOLOGY")
 
 
 def choose_sources(p_disk: np.ndarray, flags: np.ndarray, per_group: int = 6,
-                   seed: int = 0) -> GallerySelection:
-    """Most confident disk / non-disk and random sources, preferring unflagged rows.
+                   seed: int = 0, resolved: np.ndarray | None = None) -> GallerySelection:
+    """Most confident disk / non-disk and random sources, preferring resolved, unflagged rows.
 
-    Only rows with a finite P(disk) are eligible. The pool is the unflagged rows if they are
-    at least `3 * per_group`, else the rows without a dubious flag (low S/N, no data, off the
-    survey: edge or blended rows are real galaxies), else every scored row; the gallery titles
-    mark flagged rows. Deterministic for a seed.
+    Only rows with a finite P(disk) are eligible. The pool is the first with at least
+    `3 * per_group` rows of: resolved and unflagged (when the catalog has `morph_resolved`:
+    P(disk) of unresolved sources is near chance, so showing them as "confident" misleads),
+    unflagged, without a dubious flag (low S/N, no data, off the survey: edge or blended rows
+    are real galaxies); else every scored row. Gallery titles mark flagged rows. Deterministic
+    for a seed.
     """
     from galscale.survey.flags import Flag
 
@@ -57,13 +59,18 @@ def choose_sources(p_disk: np.ndarray, flags: np.ndarray, per_group: int = 6,
     f = np.asarray(flags, dtype=np.int64)
     scored = np.flatnonzero(np.isfinite(p))
     dubious = int(sum(int(Flag[name]) for name in _DUBIOUS))
-    pools = [("unflagged", scored[f[scored] == 0]),
+    unflagged = scored[f[scored] == 0]
+    pools = [("unflagged", unflagged),
              ("real detections (no low-S/N, no-data or off-survey flag)",
               scored[(f[scored] & dubious) == 0]),
              ("all scored", scored)]
+    if resolved is not None:
+        pools.insert(0, ("resolved (morph_resolved), unflagged",
+                         unflagged[np.asarray(resolved, dtype=bool)[unflagged]]))
     name, pool = next(((n, q) for n, q in pools if len(q) >= 3 * per_group), pools[-1])
-    if len(pool) < 3 * per_group and len(pools[1][1]) >= 2:
-        name, pool = pools[1]  # few sources: show fewer, but real ones
+    real = pools[-2]
+    if len(pool) < 3 * per_group and len(real[1]) >= 2:
+        name, pool = real  # few sources: show fewer, but real ones
     order = pool[np.argsort(p[pool], kind="stable")]
     k = min(per_group, len(order) // 2)
     disk = order[::-1][:k]
@@ -160,10 +167,12 @@ def build_gallery(columns: Mapping[str, np.ndarray], survey: Any, denoiser: Any 
                   out_dir: str | os.PathLike[str], per_group: int = 6, seed: int = 0,
                   cutouts: CutoutConfig | None = None) -> dict[str, Any]:
     """Choose, cut, denoise and draw the three gallery groups; returns per-group PNG paths and
-    the sources shown (`columns`: source_id, x, y, p_disk, flags, flag_reason)."""
+    the sources shown (`columns`: source_id, x, y, p_disk, flags, flag_reason, and
+    morph_resolved when the catalog has it)."""
     from galscale.models.denoiser import denoise_batch
 
-    selection = choose_sources(columns["p_disk"], columns["flags"], per_group, seed)
+    selection = choose_sources(columns["p_disk"], columns["flags"], per_group, seed,
+                               columns.get("morph_resolved"))
     chosen = selection.all_rows()
     raw = morphology_cutouts(survey, columns["x"][chosen], columns["y"][chosen], cutouts)
     clean = denoise_batch(denoiser, raw, batch_size=8) if denoiser is not None and len(raw) \

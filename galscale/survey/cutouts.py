@@ -66,6 +66,16 @@ def morphology_frame_side(flux_radius: np.ndarray, config: CutoutConfig) -> np.n
     return np.where(np.isfinite(r) & (r > 0) & (side < config.morph_size), side, np.nan)
 
 
+def morphology_resolved(flux_radius_px: np.ndarray, snr: np.ndarray, pixel_scale_arcsec: float,
+                        config: CutoutConfig) -> np.ndarray:
+    """bool [N]: resolved and bright enough for P(disk) to mean something (flux radius >=
+    `config.resolved_min_radius_arcsec` and S/N >= `config.resolved_min_snr`; NaN: False)."""
+    radius = np.asarray(flux_radius_px, np.float64) * pixel_scale_arcsec
+    with np.errstate(invalid="ignore"):
+        return (radius >= config.resolved_min_radius_arcsec) & (
+            np.asarray(snr, np.float64) >= config.resolved_min_snr)
+
+
 def _sample_positions(side: float, size: int) -> tuple[np.ndarray, np.ndarray]:
     """(lower pixel offset, fraction) of `size` samples spaced side / size apart and centred
     on a pixel, along one axis. Offsets are relative to that pixel, so the interpolation does
@@ -197,4 +207,4 @@ def make_cutouts(block: SurveyBlock, x: np.ndarray, y: np.ndarray,
 
 
 __all__ = ["CutoutConfig", "Cutouts", "morphology_stretch", "frame_radius",
-           "morphology_frame_side", "make_cutouts"]
+           "morphology_frame_side", "morphology_resolved", "make_cutouts"]

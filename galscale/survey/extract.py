@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from galscale.config import NIRCAM_BANDS, DetectionConfig
-from galscale.survey.cutouts import CutoutConfig, make_cutouts
+from galscale.survey.cutouts import CutoutConfig, make_cutouts, morphology_resolved
 from galscale.survey.flags import Flag, add_flag
 from galscale.survey.sources import catalog_sources, detect_sources
 from galscale.survey.store import Survey, SurveyBlock
@@ -37,7 +37,7 @@ def extract_tile(survey: Survey, tile: Tile, *, detection: DetectionConfig | Non
 
     Sources come from SEP detection (`detection`), or from `positions`
     (`sources.project_positions` output) when given. Returns a dict of NumPy columns: the
-    `sources` columns plus masked_fraction, morph_masked_fraction, and the cutouts
+    `sources` columns plus masked_fraction, morph_masked_fraction, morph_resolved, and the cutouts
     multiband_flux / multiband_err [N, 7, 64, 64] and morph_cutout [N, 3, 256, 256].
     """
     detection = detection or DetectionConfig()
@@ -76,6 +76,8 @@ def extract_tile(survey: Survey, tile: Tile, *, detection: DetectionConfig | Non
     cols["flag_reason"] = np.array(["; ".join(r) for r in reasons], dtype=object)
     cols["masked_fraction"] = cut.masked_fraction
     cols["morph_masked_fraction"] = cut.morph_masked_fraction
+    cols["morph_resolved"] = morphology_resolved(cols["flux_radius"], cols["snr"],
+                                                 survey.pixel_scale_arcsec, cutouts)
     cols["multiband_flux"] = cut.multiband_flux
     cols["multiband_err"] = cut.multiband_err
     cols["morph_cutout"] = cut.morph
