@@ -32,15 +32,15 @@ def model_flops(models: ModelSet) -> dict[str, int]:
     """Forward FLOPs per item of each model (batch of one, eval mode)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from galscale.config import MORPH_CUTOUT, MULTIBAND_CUTOUT, NIRCAM_BANDS
+    from galscale.config import MORPH_CUTOUT
     from galscale.models.denoiser import count_flops
+    from galscale.models.redshift import classifier_flops
     from galscale.registry import load_model
 
     flops = {
         "denoiser": count_flops(load_model(models.denoiser).export(), MORPH_CUTOUT, 3),
         "d16_classifier": count_flops(load_model(models.morphology), MORPH_CUTOUT, 3),
-        "multiband_classifier": count_flops(load_model(models.redshift), MULTIBAND_CUTOUT,
-                                            len(NIRCAM_BANDS)),
+        "multiband_classifier": classifier_flops(load_model(models.redshift)),
     }
     vae, _ = spectral_encoder()
     counter = FlopCounterMode(display=False)

@@ -48,12 +48,14 @@ class SpectralEncoder(torch.nn.Module):
 def example_batch(name: str, n: int, device: torch.device, n_spectral: int) -> torch.Tensor:
     """Random inputs of the model's shape (values do not change the arithmetic)."""
     from galscale.config import MORPH_CUTOUT, MULTIBAND_CUTOUT, NIRCAM_BANDS
+    from galscale.models.redshift import input_channels
 
     g = torch.Generator().manual_seed(0)
     if name in ("denoiser", "d16_classifier"):
         x = torch.rand(n, 3, MORPH_CUTOUT, MORPH_CUTOUT, generator=g)
     elif name == "multiband_classifier":
-        x = torch.randn(n, len(NIRCAM_BANDS), MULTIBAND_CUTOUT, MULTIBAND_CUTOUT, generator=g)
+        x = torch.randn(n, input_channels(len(NIRCAM_BANDS)), MULTIBAND_CUTOUT, MULTIBAND_CUTOUT,
+                        generator=g)
     else:
         x = torch.randn(n, n_spectral, generator=g)
     return x.to(device)

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from galscale.config import NJY_ZEROPOINT_AB, REDSHIFT_CLASSES
-from galscale.models.redshift import central_footprints
+from galscale.models.redshift import central_footprints, footprint_photometry
 
 
 @dataclass(frozen=True)
@@ -44,12 +44,7 @@ def cutout_photometry(
 ) -> CutoutPhotometry:
     """Magnitudes and half-light radius of the central source of each cutout ([N,B,H,W])."""
     f, masks, found, missing = central_footprints(flux, err)
-    e = np.where(np.isfinite(err) & (np.asarray(err) > 0), err, 0.0).astype(np.float64)
-    if e.ndim == 3:
-        e = e[None]
-    m = masks[:, None].astype(np.float64)
-    ftot = (f * m).sum(axis=(2, 3), dtype=np.float64)
-    ferr = np.sqrt(((e * m) ** 2).sum(axis=(2, 3)))
+    ftot, ferr = footprint_photometry(f, masks, err)
     soft = 1.042 * np.where(ferr > 0, ferr, 1.0)
     mags = asinh_magnitude(ftot, soft, zeropoint)
     mags[missing] = np.nan

@@ -12,6 +12,7 @@ from galscale.models.redshift import (
     augment_multiband,
     build_redshift_classifier,
     classifier_flops,
+    input_channels,
     preprocess_multiband,
     preprocess_multiband_with_quality,
     probabilities_from_input,
@@ -46,7 +47,7 @@ def test_forward_and_probability_shapes(blobs):
     torch.manual_seed(0)
     model = build_redshift_classifier()
     flux, err = blobs
-    assert model(torch.zeros(2, 7, SIZE, SIZE)).shape == (2, len(REDSHIFT_CLASSES))
+    assert model(torch.zeros(2, input_channels(7), SIZE, SIZE)).shape == (2, len(REDSHIFT_CLASSES))
     probs = redshift_probabilities(model, flux, err)
     assert probs.dtype == np.float32 and probs.shape == (len(flux), 3)
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
@@ -77,6 +78,26 @@ def test_preprocessing_is_unit_free_and_keeps_colours(blobs):
     assert (np.abs(xr[:, 0]).sum(axis=(1, 2)) <= np.abs(x[:, 0]).sum(axis=(1, 2)) + 1e-4).all()
 
 
+def test_significance_planes_tell_a_dropout_from_a_detection(blobs):
+    """Planes 7-13 hold each band's footprint S/N (asinh-compressed), constant on the footprint
+    and zero off it: a band with no source light reads ~0, a bright band reads high."""
+    flux, err = (a.copy() for a in blobs)
+    yy, xx = np.mgrid[0:SIZE, 0:SIZE]
+    c = (SIZE - 1) / 2
+    rng = np.random.default_rng(4)
+    flux[:, 0] = rng.normal(0, 1.0, flux[:, 0].shape)  # F090W: noise only (a dropout)
+    flux[:, 4] += 500 * np.exp(-((yy - c) ** 2 + (xx - c) ** 2) / 8.0)  # F277W: bright
+    x = preprocess_multiband(flux, err).numpy()
+    assert x.shape == (len(flux), input_channels(7), SIZE, SIZE)
+    sig = x[:, 7:]
+    on = sig[:, 4] != 0
+    assert on[:, 32, 32].all() and not on[:, 0, 0].any()  # on the footprint only
+    for i in range(len(flux)):
+        vals = sig[i][:, on[i]]
+        assert np.ptp(vals, axis=1).max() < 1e-6  # one value per band
+        assert abs(vals[0, 0]) < np.arcsinh(4 / 3) < vals[4, 0]  # |S/N| < 4 vs bright
+
+
 def test_neighbour_is_masked_out():
     flux, err = _blobs(2, seed=5)
     yy, xx = np.mgrid[0:SIZE, 0:SIZE]
@@ -98,6 +119,7 @@ def test_missing_bands_are_zeroed_and_flagged(blobs):
     assert q.missing_bands[0, 1] and q.missing_bands[1, 5] and not q.missing_bands[2, 3]
     assert q.missing_bands.sum() == 2
     assert float(x[0, 1].abs().max()) == 0.0 and float(x[1, 5].abs().max()) == 0.0
+    assert float(x[0, 7 + 1].abs().max()) == 0.0 and float(x[1, 7 + 5].abs().max()) == 0.0
     assert float(x[2, 3, :10].abs().max()) == 0.0 and torch.isfinite(x).all()
 
 

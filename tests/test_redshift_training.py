@@ -14,7 +14,7 @@ from galscale.evaluate.redshift import (
     classification_metrics,
     remove_band,
 )
-from galscale.models.redshift import redshift_probabilities
+from galscale.models.redshift import input_channels, redshift_probabilities
 from galscale.registry import load_artifact, load_model
 from galscale.train.redshift import HELDOUT_SEED_BASE, RedshiftTask, simulate_cutouts
 
@@ -69,7 +69,7 @@ def test_task_datasets_are_deterministic_weighted_and_augmented():
     x1, _ = train_a[0]
     torch.manual_seed(1)
     x2, _ = train_a[0]
-    assert x0.shape == (7, 64, 64) and y0.dtype == torch.int64
+    assert x0.shape == (input_channels(7), 64, 64) and y0.dtype == torch.int64
     torch.testing.assert_close(x0, x1)  # the loop seeds torch: same seed, same augmentation
     assert not torch.equal(x0, x2)
     # band_dropout=1: every training item has exactly one band zeroed
@@ -97,3 +97,19 @@ def test_cosine_schedule_anneals_over_the_run_and_constant_has_none():
         RedshiftTask(lr_schedule="cosine")
     with pytest.raises(ValueError, match="lr_schedule"):
         RedshiftTask(lr_schedule="step")
+
+
+def test_training_options_reach_the_task():
+    import argparse
+
+    from galscale.train.loop import TrainConfig
+    from galscale.train.redshift import add_arguments, task_from_args
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    default = task_from_args(parser.parse_args([]), TrainConfig())
+    assert (default.noise_max, default.band_dropout) == (0.5, 0.15)
+    task = task_from_args(parser.parse_args(["--noise-max", "0.25", "--band-dropout", "0.1",
+                                             "--lr-schedule", "cosine", "--n-train", "640"]),
+                          TrainConfig(epochs=3, batch_size=64))
+    assert (task.noise_max, task.band_dropout, task.total_steps) == (0.25, 0.1, 30)

@@ -16,7 +16,12 @@ Weights are He-normal initialised; training uses Adam at 5e-4 and (class-weighte
 evaluation and the survey pipeline: invalid pixels and missing bands are zeroed, the central
 source is segmented on the S/N detection stack, everything else is masked out, and the fluxes
 are divided by the source's mean flux per pixel summed over bands (so colours are kept) and
-compressed with asinh. Rotations by 90 degrees and flips commute exactly with it.
+compressed with asinh. Seven *significance planes* follow the seven flux planes: each band's
+footprint S/N (asinh-compressed, constant over the footprint). Flux normalisation hides how
+well a band is measured, and "not detected in F090W" is the Lyman-break signature only when
+F090W is deep enough to have seen the source; a gradient-boosted classifier given these S/N
+values beat the flux-only CNN (docs/redshift.md). Rotations by 90 degrees and flips commute
+exactly with the preprocessing.
 """
 
 from __future__ import annotations
@@ -131,7 +136,8 @@ class SpatialResidualBlock(nn.Module):
 
 
 class RedshiftClassifier(nn.Module):
-    """7-band 64x64 cutout (preprocessed by `preprocess_multiband`) -> 3 class logits."""
+    """7-band 64x64 cutout (preprocessed by `preprocess_multiband` into 7 flux and 7 significance
+    planes, `input_channels(in_bands)`) -> 3 class logits."""
 
     def __init__(
         self,
@@ -154,9 +160,10 @@ class RedshiftClassifier(nn.Module):
         # survey's, for the Bayes prior shift in `redshift_probabilities`; kept in the config
         self.training_class_priors = check_class_priors(training_class_priors, n_classes)
         self.survey_class_priors = check_class_priors(survey_class_priors, n_classes)
-        self.band_attention = ChannelAttention(in_bands, max(4, in_bands))
+        channels = input_channels(in_bands)
+        self.band_attention = ChannelAttention(channels, max(4, channels))
         self.stem = nn.Sequential(
-            nn.Conv2d(in_bands, spectral_channels, 1, bias=False),
+            nn.Conv2d(channels, spectral_channels, 1, bias=False),
             nn.BatchNorm2d(spectral_channels),
             nn.ReLU(inplace=True),
         )
@@ -185,6 +192,11 @@ class RedshiftClassifier(nn.Module):
         x = self.spatial(self.pool(x))
         x = torch.cat([x.mean(dim=(2, 3)), x.amax(dim=(2, 3))], dim=1)
         return self.head(x)
+
+
+def input_channels(n_bands: int) -> int:
+    """Network input channels for `n_bands` bands: a flux plane and a significance plane each."""
+    return 2 * n_bands
 
 
 def he_normal_init(model: nn.Module) -> None:
@@ -217,8 +229,8 @@ def classifier_flops(model: nn.Module, size: int = MULTIBAND_CUTOUT) -> int:
 
     was_training = model.training
     model.eval()
-    n_bands = model.band_attention.fc1.in_features  # type: ignore[union-attr]
-    x = torch.zeros(1, n_bands, size, size)
+    channels = model.band_attention.fc1.in_features  # type: ignore[union-attr]
+    x = torch.zeros(1, channels, size, size)
     counter = FlopCounterMode(display=False)
     with counter, torch.no_grad():
         model(x)
@@ -245,6 +257,7 @@ class SegmentationConfig:
     fallback_radius_px: float = 4.0  # circular aperture when nothing is detected near the centre
     dilate_px: int = 2  # grow the footprint to keep the wings
     asinh_softening: float = 1.0  # x -> asinh(x / s) after normalising to unit mean source pixel
+    snr_softening: float = 3.0  # significance plane = asinh(footprint S/N / s): ~linear below 3
 
 
 @dataclass(frozen=True)
@@ -336,20 +349,41 @@ def central_footprints(
     return f, masks, found, missing
 
 
+def footprint_photometry(
+    f: np.ndarray, masks: np.ndarray, err: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """(flux, 1-sigma error), float64 [N, B], summed over each cutout's footprint, from the clean
+    flux and footprints of `central_footprints` and the raw error cubes (invalid errors count 0)."""
+    e = np.where(np.isfinite(err) & (np.asarray(err) > 0), err, 0.0).astype(np.float64)
+    if e.ndim == 3:
+        e = e[None]
+    m = masks[:, None].astype(np.float64)
+    flux = (f * m).sum(axis=(2, 3), dtype=np.float64)
+    flux_err = np.sqrt(((e * m) ** 2).sum(axis=(2, 3)))
+    return flux, flux_err
+
+
 def preprocess_multiband_with_quality(
     flux: np.ndarray, err: np.ndarray, config: SegmentationConfig | None = None
 ) -> tuple[torch.Tensor, MultibandQuality]:
-    """Preprocess raw cutouts (float32 [N,7,H,W] flux and 1-sigma err, any linear unit) into the
-    network input (float32 tensor [N,7,H,W]) plus quality flags.
+    """Preprocess raw cutouts (float32 [N,B,H,W] flux and 1-sigma err, any linear unit) into the
+    network input (float32 tensor [N,2B,H,W]) plus quality flags.
 
     Steps per cutout: zero invalid pixels and missing bands; S/N detection stack over the
     available bands; segment the connected component at the centre; mask everything else; divide
     by the footprint's mean flux per pixel summed over bands (colours kept, units cancel);
-    asinh compression.
+    asinh compression. Then one significance plane per band: asinh(footprint S/N / s) on the
+    footprint, zero elsewhere and for missing bands (unit-free too).
     """
     cfg = config or SegmentationConfig()
     f, masks, found, missing = central_footprints(flux, err, cfg)
-    out = np.zeros_like(f)
+    n_bands = f.shape[1]
+    ftot, ferr = footprint_photometry(f, masks, _as_batch(flux, err)[1])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        snr = np.where((ferr > 0) & ~missing, ftot / np.where(ferr > 0, ferr, 1.0), 0.0)
+    significance = np.arcsinh(snr / cfg.snr_softening).astype(np.float32)
+    out = np.zeros((len(f), input_channels(n_bands)) + f.shape[2:], dtype=np.float32)
+    out[:, n_bands:] = significance[:, :, None, None] * masks[:, None]
     no_src = ~found
     nonpos = np.zeros(len(f), dtype=bool)
     for i in range(len(f)):
@@ -362,7 +396,7 @@ def preprocess_multiband_with_quality(
         scale = total / max(int(mask.sum()), 1)
         if scale <= 0 or not np.isfinite(scale):
             continue  # all-zero cutout: stays zero and is flagged through no_central_source
-        out[i] = np.arcsinh(src / (scale * cfg.asinh_softening))
+        out[i, :n_bands] = np.arcsinh(src / (scale * cfg.asinh_softening))
     return torch.from_numpy(out), MultibandQuality(missing, no_src, nonpos)
 
 

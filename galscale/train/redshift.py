@@ -258,7 +258,7 @@ def _architecture_of(model: RedshiftClassifier, overrides: Mapping[str, Any]) ->
 __all__ = [
     "RedshiftTask", "AugmentedCutouts", "class_weights", "simulate_cutouts", "train_redshift",
     "train_data_seed", "val_data_seed", "HELDOUT_SEED_BASE", "BUILDER", "ARTIFACT_NAME",
-    "add_arguments", "run", "write_artifact", "export_checkpoint",
+    "add_arguments", "task_from_args", "run", "write_artifact", "export_checkpoint",
 ]
 
 
@@ -272,6 +272,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"simulated validation cutouts ({d.n_val})")
     p.add_argument("--band-dropout", type=float, default=d.band_dropout,
                    help=f"probability that a training cutout loses one band ({d.band_dropout})")
+    p.add_argument("--noise-max", type=float, default=d.noise_max,
+                   help="augmentation: extra Gaussian noise of up to this many times the pixel "
+                        f"error ({d.noise_max})")
     p.add_argument("--class-weighting", choices=("inverse_frequency", "none"),
                    default=d.class_weighting, help=f"loss class weights ({d.class_weighting})")
     p.add_argument("--learning-rate", type=float, default=d.learning_rate,
@@ -281,16 +284,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         f"it by the last step ({d.lr_schedule})")
 
 
+def task_from_args(args: argparse.Namespace, cfg: TrainConfig) -> RedshiftTask:
+    """The training task of parsed `add_arguments` options (the cosine schedule spans the run)."""
+    steps_per_epoch = math.ceil(math.ceil(args.n_train / max(cfg.num_workers, 1)) / cfg.batch_size)
+    return RedshiftTask(n_train=args.n_train, n_val=args.n_val, band_dropout=args.band_dropout,
+                        noise_max=args.noise_max, class_weighting=args.class_weighting,
+                        learning_rate=args.learning_rate, lr_schedule=args.lr_schedule,
+                        total_steps=steps_per_epoch * cfg.epochs)
+
+
 def run(args: argparse.Namespace, cfg: TrainConfig) -> str:
     """`galscale train redshift`: train, write the artefact, return its folder."""
     import dataclasses
     import shlex
     import sys
 
-    steps_per_epoch = math.ceil(math.ceil(args.n_train / max(cfg.num_workers, 1)) / cfg.batch_size)
-    task = RedshiftTask(n_train=args.n_train, n_val=args.n_val, band_dropout=args.band_dropout,
-                        class_weighting=args.class_weighting, learning_rate=args.learning_rate,
-                        lr_schedule=args.lr_schedule, total_steps=steps_per_epoch * cfg.epochs)
+    task = task_from_args(args, cfg)
     cfg = dataclasses.replace(cfg, run_name=cfg.run_name or "redshift")
     out = args.out or "runs/models/redshift"
     config = train_redshift(task, cfg, out, command=shlex.join(["galscale", *sys.argv[1:]]))
