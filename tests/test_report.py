@@ -212,6 +212,9 @@ def test_gallery_recuts_the_jobs_cutouts_and_shows_the_catalog_probabilities(rep
     from galscale.survey.tiling import tiles_for
 
     groups = report["numbers"]["gallery"]["groups"]
+    # the catalog's morph_resolved column reaches the gallery's choice
+    assert report["numbers"]["gallery"]["morph_resolved_rows"] == int(
+        np.count_nonzero(run["catalog"]["morph_resolved"].to_numpy(zero_copy_only=False)))
     cat = run["catalog"].to_pandas().set_index("source_id")
     shown = [s for g in groups.values() for s in g["sources"]]
     assert len(shown) >= 6

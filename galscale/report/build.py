@@ -538,7 +538,8 @@ def _overview(ctx: _Context, sections: list[Section], seconds: float) -> Section
 SECTIONS: tuple[Callable[[_Context], Section], ...] = (
     section_gallery, section_disk, section_zclass, section_truth, section_spectra, section_run,
 )
-CATALOG_COLUMNS = ["source_id", "x", "y", "flags", "flag_reason", *PROB_COLUMNS, "spec_redshift"]
+CATALOG_COLUMNS = ["source_id", "x", "y", "flags", "flag_reason", *PROB_COLUMNS, "spec_redshift",
+                   "morph_resolved"]
 
 
 def build_report(run_url: str, out_dir: str | os.PathLike[str], *,

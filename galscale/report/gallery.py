@@ -178,7 +178,10 @@ def build_gallery(columns: Mapping[str, np.ndarray], survey: Any, denoiser: Any 
     clean = denoise_batch(denoiser, raw, batch_size=8) if denoiser is not None and len(raw) \
         else None
     where = {int(r): i for i, r in enumerate(chosen)}
-    result: dict[str, Any] = {"pool": selection.pool, "groups": {}}
+    resolved = columns.get("morph_resolved")
+    result: dict[str, Any] = {"pool": selection.pool, "groups": {},
+                              "morph_resolved_rows": None if resolved is None
+                              else int(np.count_nonzero(resolved))}
     for group, rows in selection.rows.items():
         idx = [where[int(r)] for r in rows]
         titles = []
