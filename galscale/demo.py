@@ -64,5 +64,7 @@ def run_demo(out: str, n_spectra: int = 300, seed: int = 0, quiet: bool = False)
     print(json.dumps({"truth_comparison": quality, "spectra": summary.spectra}, indent=1,
                      default=str))
     print(f"catalog written to {summary.catalog}")
-    print(summary.one_line())
+    print(f"imaging pass: {first.one_line()}")
+    print(f"spectral pass (the imaging pass's tiles are skipped, spectra joined): "
+          f"{summary.one_line()}")
     return 0 if summary.ok else 1
