@@ -13,10 +13,12 @@ from galscale.models.redshift import (
     build_redshift_classifier,
     classifier_flops,
     input_channels,
+    multiband_quality,
     preprocess_multiband,
     preprocess_multiband_with_quality,
     probabilities_from_input,
     redshift_probabilities,
+    redshift_probabilities_with_quality,
     shift_class_priors,
 )
 from galscale.train.redshift import BUILDER, RedshiftTask, class_weights
@@ -121,6 +123,17 @@ def test_missing_bands_are_zeroed_and_flagged(blobs):
     assert float(x[0, 1].abs().max()) == 0.0 and float(x[1, 5].abs().max()) == 0.0
     assert float(x[0, 7 + 1].abs().max()) == 0.0 and float(x[1, 7 + 5].abs().max()) == 0.0
     assert float(x[2, 3, :10].abs().max()) == 0.0 and torch.isfinite(x).all()
+
+
+def test_probabilities_with_quality_is_one_pass_of_both(blobs):
+    torch.manual_seed(0)
+    model = build_redshift_classifier(spatial_channels=[16, 32], spatial_strides=[2, 2])
+    flux, err = (a.copy() for a in blobs)
+    flux[0, 2] = np.nan  # one band absent
+    probs, quality = redshift_probabilities_with_quality(model, flux, err)
+    np.testing.assert_array_equal(probs, redshift_probabilities(model, flux, err))
+    np.testing.assert_array_equal(quality.missing_bands, multiband_quality(flux, err).missing_bands)
+    assert quality.missing_bands[0, 2] and quality.missing_bands.sum() == 1
 
 
 def test_empty_cutout_is_flagged_not_dropped():

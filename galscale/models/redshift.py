@@ -461,9 +461,18 @@ def redshift_probabilities(
     `class_priors`: "survey" (default) shifts the output from the model's training priors to
     its `survey_class_priors` (both in the artefact's architecture config); a tuple shifts to
     those priors instead; None returns the network's own (training-prior) probabilities."""
-    x = preprocess_multiband(flux, err)
+    return redshift_probabilities_with_quality(model, flux, err, batch_size, class_priors)[0]
+
+
+def redshift_probabilities_with_quality(
+    model: nn.Module, flux: np.ndarray, err: np.ndarray, batch_size: int = 256,
+    class_priors: str | tuple[float, ...] | None = "survey",
+) -> tuple[np.ndarray, MultibandQuality]:
+    """`redshift_probabilities` and the cutouts' quality flags from one preprocessing pass (the
+    survey's model stage needs both)."""
+    x, quality = preprocess_multiband_with_quality(flux, err)
     probs = probabilities_from_input(model, x, batch_size)
-    return apply_class_priors(model, probs, class_priors)
+    return apply_class_priors(model, probs, class_priors), quality
 
 
 def apply_class_priors(model: nn.Module, probs: np.ndarray,
@@ -488,6 +497,7 @@ __all__ = [
     "ChannelAttention", "SpectralResidualBlock", "SpatialResidualBlock", "RedshiftClassifier",
     "he_normal_init", "build_redshift_classifier", "classifier_flops", "SegmentationConfig",
     "MultibandQuality", "valid_pixels", "central_footprints", "preprocess_multiband", "preprocess_multiband_with_quality",
+    "redshift_probabilities_with_quality", "footprint_photometry", "input_channels",
     "augment_multiband", "probabilities_from_input", "redshift_probabilities", "multiband_quality",
     "MIN_VALID_FRACTION", "BALANCED_CLASS_PRIORS", "SURVEY_CLASS_PRIORS", "check_class_priors",
     "shift_class_priors", "apply_class_priors",

@@ -21,7 +21,7 @@ from galscale.models.device import (
     select_device,
 )
 from galscale.models.morphology import disk_probability
-from galscale.models.redshift import multiband_quality, redshift_probabilities
+from galscale.models.redshift import redshift_probabilities_with_quality
 from galscale.registry import load_artifact, load_model
 from galscale.survey.flags import Flag
 
@@ -90,9 +90,8 @@ class SurveyModels:
                 flux = np.asarray(batch["multiband_flux"], dtype=np.float32)
                 err = np.asarray(batch["multiband_err"], dtype=np.float32)
                 if is_source.any():
-                    probs = redshift_probabilities(self.redshift, flux[is_source], err[is_source],
-                                                   batch_size=self.batch_size)
-                    quality = multiband_quality(flux[is_source], err[is_source])
+                    probs, quality = redshift_probabilities_with_quality(
+                        self.redshift, flux[is_source], err[is_source], self.batch_size)
                     for k, name in enumerate(REDSHIFT_CLASSES):
                         out[f"p_{name}"][is_source] = probs[:, k]
                     missing = np.zeros(n, dtype=bool)
