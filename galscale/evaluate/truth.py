@@ -37,9 +37,6 @@ def bright_truth(truth: pa.Table, min_snr: float = 10.0) -> np.ndarray:
     return np.nan_to_num(np.asarray(truth["mag_F277W"], dtype=float), nan=99.0) < 27.0
 
 
-RESOLVED_R_HALF_ARCSEC = RESOLVED_MIN_RADIUS_ARCSEC
-
-
 def _auc(labels: np.ndarray, scores: np.ndarray) -> float:
     """ROC AUC, NaN when only one class is present."""
     from sklearn.metrics import roc_auc_score
@@ -81,7 +78,7 @@ def _disk_scores(prefix: str, is_disk: np.ndarray, p_disk: np.ndarray,
 
 
 def compare_with_truth(catalog: pa.Table, truth: pa.Table, radius_px: float = 2.0,
-                       min_snr: float = 10.0, resolved_r_half: float = RESOLVED_R_HALF_ARCSEC,
+                       min_snr: float = 10.0, resolved_r_half: float = RESOLVED_MIN_RADIUS_ARCSEC,
                        resolved_min_snr: float = RESOLVED_MIN_SNR) -> dict[str, Any]:
     """Completeness, duplicates and classification accuracies (and ROC AUC of P(disk), for all
     galaxies and for resolved ones) of a catalog against truth."""
