@@ -174,6 +174,12 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
                    for k in ("realistic", "balanced")
                    for sel, v in report[k].items() if isinstance(v, dict)
                    for m in [v["set_priors"]]}
+        op = report["operating_point"]
+        summary["equal-recall operating point"] = {
+            "weight_high_z": op["weight_high_z"], "chosen_on": f"sim seed {op['calibration_seed']}",
+            **{f"{k} {sel}": {c: m["per_class"][c]["recall"] for c in ("low_z", "high_z")}
+               for k in ("realistic", "balanced") for sel, m in op[k].items()
+               if sel != "recall_by_snr"}}
         print(json.dumps(summary, indent=2))
         return 0
 

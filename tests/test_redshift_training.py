@@ -113,3 +113,47 @@ def test_training_options_reach_the_task():
                                              "--lr-schedule", "cosine", "--n-train", "640"]),
                           TrainConfig(epochs=3, batch_size=64))
     assert (task.noise_max, task.band_dropout, task.total_steps) == (0.25, 0.1, 30)
+
+
+def test_equal_recall_weight_balances_the_galaxy_recalls_by_hand():
+    from galscale.evaluate.redshift import equal_recall_weight, weight_high_z
+
+    # low-z sources with p(high_z) / p(low_z) ratios 0.5 .. 1.1, high-z sources 1.2 .. 4: at
+    # weight 1 two low-z sources are called high-z; a weight in (1/1.2, 1/1.1) frees them and
+    # keeps every high-z one, so both recalls are 1
+    ratios_lo = np.array([0.5, 0.8, 1.05, 1.1, 0.3])
+    ratios_hi = np.array([1.2, 2.0, 4.0])
+    p = np.concatenate([np.c_[np.ones(5), ratios_lo, 0.01 * np.ones(5)],
+                        np.c_[np.ones(3), ratios_hi, 0.01 * np.ones(3)]])
+    p /= p.sum(axis=1, keepdims=True)
+    y = np.array([0] * 5 + [1] * 3)
+    keep = np.ones(len(y), dtype=bool)
+    w = equal_recall_weight(y, p, keep)
+    assert 1 / 1.2 < w < 1 / 1.1
+    assert (weight_high_z(p, w).argmax(axis=1) == y).all()
+    np.testing.assert_allclose(weight_high_z(p, w).sum(axis=1), 1.0, rtol=1e-6)
+    np.testing.assert_allclose(weight_high_z(p, 1.0), p, rtol=1e-6)
+    with pytest.raises(ValueError, match="both low-z and high-z"):
+        equal_recall_weight(y, p, y == 0)
+
+
+def test_evaluation_reports_the_operating_point_chosen_off_the_test_sets(tmp_path):
+    import json
+
+    from galscale.evaluate.redshift import CALIBRATION_SEED_BASE, evaluate_redshift
+
+    report = evaluate_redshift(load_model("redshift"), tmp_path, n_realistic=60, n_balanced=90,
+                               ablation=False, semisupervised=False, model_source="redshift")
+    op = json.loads((tmp_path / "metrics.json").read_text())["operating_point"]
+    assert op == json.loads(json.dumps(report["operating_point"]))
+    seeds = {report["realistic"]["simulation_seed"], report["balanced"]["simulation_seed"]}
+    assert op["calibration_seed"] == CALIBRATION_SEED_BASE and op["calibration_seed"] not in seeds
+    assert op["weight_high_z"] > 0 and op["calibration_n"] > 0
+    for name in ("realistic", "balanced"):
+        for sel in ("all", "snr>10"):
+            m = op[name][sel]
+            assert m["n"] == report[name][sel]["network_priors"]["n"]
+            assert 0.5 < m["per_class"]["low_z"]["recall"] <= 1.0  # far above chance (1/3)
+        bins = op[name]["recall_by_snr"]
+        assert sum(b["n"] for b in bins) == report[name]["all"]["network_priors"]["n"]
+    assert (tmp_path / "confusion_balanced.png").stat().st_size > 0
