@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -36,6 +36,7 @@ from galscale.models.redshift import (
     apply_class_priors,
     preprocess_multiband,
     probabilities_from_input,
+    shift_class_priors,
 )
 from galscale.train.redshift import HELDOUT_SEED_BASE, simulate_cutouts
 
@@ -54,6 +55,18 @@ SNR_BIN_EDGES: tuple[float, ...] = (-np.inf, 5.0, 10.0, 20.0, 50.0, np.inf)
 CALIBRATION_SEED_BASE = 6_000_000
 TARGETS = {"recall_low_z": 0.97, "recall_high_z": 0.97, "recall_brown_dwarf": 0.8,
            "precision_brown_dwarf": 0.8}
+
+
+class HeldoutSet(NamedTuple):
+    """One simulated held-out set with the network's probabilities and selections."""
+
+    flux: np.ndarray
+    err: np.ndarray
+    labels: np.ndarray
+    meta: Any
+    raw: np.ndarray  # network (unshifted) probabilities
+    keep: dict[str, np.ndarray]  # selection name -> row mask
+    snr: np.ndarray  # measured detection S/N
 
 
 def classification_metrics(labels: np.ndarray, probs: np.ndarray) -> dict[str, Any]:
@@ -181,10 +194,10 @@ def selection_metrics(labels: np.ndarray, probs: np.ndarray, keep: np.ndarray) -
 
 
 def weight_high_z(probs: np.ndarray, weight: float) -> np.ndarray:
-    """Probabilities with p(high_z) multiplied by `weight`, renormalised (an operating point)."""
-    out = np.asarray(probs, dtype=np.float64).copy()
-    out[:, REDSHIFT_CLASSES.index("high_z")] *= weight
-    return (out / out.sum(axis=1, keepdims=True)).astype(np.float32)
+    """Probabilities with p(high_z) multiplied by `weight`, renormalised (an operating point):
+    the prior shift from equal priors to priors weighted by `weight` on high-z."""
+    target = [weight if c == "high_z" else 1.0 for c in REDSHIFT_CLASSES]
+    return shift_class_priors(probs, [1.0] * len(REDSHIFT_CLASSES), target)
 
 
 def equal_recall_weight(labels: np.ndarray, probs: np.ndarray, keep: np.ndarray,
@@ -305,7 +318,7 @@ def evaluate_redshift(
                               "targets": TARGETS}
     sets = {"realistic": (n_realistic, REALISTIC_FRACTIONS, HELDOUT_SEED_BASE + 2 * seed),
             "balanced": (n_balanced, BALANCED_FRACTIONS, HELDOUT_SEED_BASE + 2 * seed + 1)}
-    data: dict[str, tuple] = {}
+    data: dict[str, HeldoutSet] = {}
     report["selection"] = (f"'all': every simulated source (to the detection limit); "
                            f"'snr>{SNR_CUT:g}': measured footprint S/N in the "
                            f"{'+'.join(DETECTION_BANDS)} stack > {SNR_CUT:g} (the paper's "
@@ -321,7 +334,7 @@ def evaluate_redshift(
         probs = apply_class_priors(model, raw, tuple(fractions))
         snr = detection_snr(flux, err)
         keep = {"all": np.ones(len(labels), dtype=bool), snr_key: snr > SNR_CUT}
-        data[name] = (flux, err, labels, meta, raw, keep, snr)
+        data[name] = HeldoutSet(flux, err, labels, meta, raw, keep, snr)
         entry: dict[str, Any] = {"simulation_seed": sim_seed, "class_fractions": list(fractions)}
         for sel, mask in keep.items():
             entry[sel] = {"set_priors": selection_metrics(labels, probs, mask),
@@ -333,14 +346,14 @@ def evaluate_redshift(
             out / f"confusion_{name}.png")
         plot_roc_panels([(labels[mask], probs[mask], f"ROC, held-out {name}, {sel}")
                          for sel, mask in keep.items()], out / f"roc_{name}.png")
-    report["operating_point"] = equal_recall_operating_point(
-        model, {name: (d[2], d[4], d[5], d[6]) for name, d in data.items()}, n_balanced, seed)
+    report["operating_point"] = equal_recall_operating_point(model, data, n_balanced, seed)
     if ablation:
-        flux, err, labels = data["balanced"][:3]
-        report["ablation"] = band_ablation(model, flux, err, labels)
+        b = data["balanced"]
+        report["ablation"] = band_ablation(model, b.flux, b.err, b.labels)
         (out / "ablation.md").write_text(ablation_table(report["ablation"]) + "\n")
     if semisupervised:
-        flux, err, labels, meta = data["realistic"][:4]
+        r = data["realistic"]
+        flux, err, labels, meta = r.flux, r.err, r.labels, r.meta
         k = min(n_semisupervised, len(labels))
         phot = cutout_photometry(flux[:k], err[:k])
         z = _redshift_of(meta)
@@ -357,14 +370,10 @@ def evaluate_redshift(
     return report
 
 
-def equal_recall_operating_point(
-    model: torch.nn.Module,
-    heldout: dict[str, tuple[np.ndarray, np.ndarray, dict[str, np.ndarray], np.ndarray]],
-    n: int, seed: int = 0,
-) -> dict[str, Any]:
+def equal_recall_operating_point(model: torch.nn.Module, heldout: dict[str, HeldoutSet],
+                                 n: int, seed: int = 0) -> dict[str, Any]:
     """Choose the equal-recall weight on a fresh balanced calibration set (S/N > SNR_CUT rows)
-    and report the held-out sets at it, also per S/N bin. `heldout`: name -> (labels, network
-    probabilities, {selection: row mask}, measured S/N)."""
+    and report the held-out sets at it, also per S/N bin."""
     sim_seed = CALIBRATION_SEED_BASE + seed
     flux, err, labels, _ = simulate_cutouts(n, sim_seed, BALANCED_FRACTIONS)
     raw = probabilities_from_input(model, preprocess_multiband(flux, err))
@@ -378,10 +387,10 @@ def equal_recall_operating_point(
         "calibration_seed": sim_seed, "calibration_n": int(keep.sum()), "weight_high_z": w,
         "calibration_recall": {c: cal["per_class"][c]["recall"] for c in ("low_z", "high_z")},
     }
-    for name, (y, probs, masks, snr) in heldout.items():
-        weighted = weight_high_z(probs, w)
-        out[name] = {sel: selection_metrics(y, weighted, m) for sel, m in masks.items()}
-        out[name]["recall_by_snr"] = recall_by_snr(y, weighted, snr)
+    for name, h in heldout.items():
+        weighted = weight_high_z(h.raw, w)
+        out[name] = {sel: selection_metrics(h.labels, weighted, m) for sel, m in h.keep.items()}
+        out[name]["recall_by_snr"] = recall_by_snr(h.labels, weighted, h.snr)
     return out
 
 
