@@ -1,15 +1,20 @@
 """Detection completeness of galscale.survey on synthetic surveys with known truth.
 
     .venv/bin/python benchmarks/detection_completeness.py [--shape 1200 1400] [--sources 400]
+    .venv/bin/python benchmarks/detection_completeness.py --sim --shape 1024 1024
     .venv/bin/python benchmarks/detection_completeness.py --sim --shape 1024 1024 \
-        --sources 400  # --seeds 0 1 ... 19 by default
+        --sources 400 --key sim_crowded  # --seeds 0 1 ... 19 by default
 
 Writes a Gaussian-source survey (galscale.survey.synthetic) or, with --sim, realistic galscale.sim
 fields (GalSim disks, spheroids, clumpy irregulars, mergers, stars, brown dwarfs; one per
 seed), runs tiled detection (the same per-tile code the pipeline runs, default TilingConfig
 scaled down), gathers owned sources and prints completeness for truth S/N > 10 (recovered
 within 1 px), position and flux accuracy, spurious detections and timing. Results are merged
-into benchmarks/results/detection_completeness.json under "gaussian" or "sim".
+into benchmarks/results/detection_completeness.json under "gaussian" or `--key` ("sim").
+
+Completeness depends on crowding. --sim fields have by default the source density of the
+simulator's default survey (SimConfig: 3,000 sources on 4096 x 4096 px, i.e. 188 on 1024 x 1024
+px, ~715 per arcmin^2 down to F277W = 30); `--sources` sets another density.
 
 Truth for --sim (docs/survey-format.md, "Detection completeness"): positions are the light
 centroids x_light, y_light and S/N the noiseless AUTO-aperture S/N snr_det, both measured by
@@ -30,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from galscale.config import DetectionConfig
+from galscale.config import DetectionConfig, SimConfig
 from galscale.survey.completeness import completeness, spurious, truth_snr
 from galscale.survey.sources import detect_sources
 from galscale.survey.store import open_survey
@@ -41,9 +46,14 @@ RESULTS = Path(__file__).parent / "results" / "detection_completeness.json"
 POINT_KINDS = ("star", "brown_dwarf")
 
 
+def default_density_sources(size_px: int) -> int:
+    """Sources on a square field of `size_px` at the simulator's default survey density."""
+    d = SimConfig()
+    return round(d.n_sources * (size_px / d.size) ** 2)
+
+
 def _sim_survey(url: str, size: int, n_sources: int, seed: int) -> dict[str, np.ndarray]:
     """galscale.sim field at `url`; returns its truth columns plus `size_px` and `gauss_snr`."""
-    from galscale.config import SimConfig
     from galscale.sim.render import psf_encircled_energy_curves, psf_fwhm_arcsec
     from galscale.sim.survey import simulate_survey
     from galscale.survey.psf import PSF_ATTR
@@ -151,9 +161,10 @@ def _completeness_vs_snr(det, truth, sn, bands, position) -> dict[str, list[dict
     return curves
 
 
-def _plot_completeness(curves: dict[str, list[dict[str, Any]]], n_fields: int,
-                       path: Path) -> None:
-    """Completeness against truth S/N, one line per group, the 95 % target and S/N 10 marked."""
+def _plot_completeness(curves: dict[str, list[dict[str, Any]]], n_fields: int, density: float,
+                       path: Path, others: dict[str, list[dict[str, Any]]] | None = None) -> None:
+    """Completeness against truth S/N, one line per group, the 95 % target and S/N 10 marked;
+    `others`: "all" curves of other runs (label -> rows), drawn dashed."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -167,11 +178,19 @@ def _plot_completeness(curves: dict[str, list[dict[str, Any]]], n_fields: int,
         c = np.array([r["completeness"] for r in rows], np.float64)
         n = sum(r["n_truth"] for r in rows)
         ax.plot(mid, 100 * c, style, ms=4, label=f"{name} ({n} sources)")
+    for label, rows in (others or {}).items():
+        lo = np.array([r["snr_lo"] for r in rows])
+        hi = np.array([r["snr_hi"] for r in rows])
+        mid = np.sqrt(lo * np.where(np.isfinite(hi), hi, 3 * lo))
+        c = np.array([r["completeness"] for r in rows], np.float64)
+        ax.plot(mid, 100 * c, "--", color="0.4", lw=1, label=label)
     ax.axhline(95, color="0.5", ls=":", lw=1)
     ax.axvline(10, color="0.5", ls="--", lw=1)
     ax.set(xscale="log", xlabel="truth S/N (noiseless AUTO aperture, detection stack)",
            ylabel="recovered within 1 px (%)", ylim=(0, 102),
-           title=f"galscale detection completeness, {n_fields} simulated fields")
+           title=f"detection completeness: {n_fields} simulated fields, "
+           f"{density:.0f} sources / arcmin$^2$")
+    ax.title.set_fontsize(10)
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -203,7 +222,9 @@ def _merge_results(path: Path, key: str, payload: dict[str, Any]) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shape", type=int, nargs=2, default=(1200, 1400))
-    ap.add_argument("--sources", type=int, default=400)
+    ap.add_argument("--sources", type=int, default=None,
+                    help="sources per field (Gaussian: 400; --sim: the simulator's default "
+                    "density for --shape, 188 on 1024 px)")
     ap.add_argument("--seed", type=int, default=0, help="Gaussian survey seed")
     ap.add_argument("--seeds", type=int, nargs="+", default=list(range(20)),
                     help="--sim field seeds (0-19)")
@@ -215,11 +236,18 @@ def main() -> None:
                     "--shape[0] px) instead of Gaussian sources")
     ap.add_argument("--deblend-cont", type=float, default=DetectionConfig().deblend_cont,
                     help="SEP deblending contrast to try (default: the shipped DetectionConfig)")
+    ap.add_argument("--key", default="sim",
+                    help="--sim: key of the results JSON to write (default sim)")
     ap.add_argument("--no-write", action="store_true", help="do not update the results JSON")
     ap.add_argument("--results", type=Path, default=RESULTS, help="results JSON to update")
-    ap.add_argument("--figure", type=Path, default=FIGURE,
-                    help="completeness-vs-S/N picture (--sim)")
+    ap.add_argument("--figure", type=Path, default=None,
+                    help="completeness-vs-S/N picture (--sim; default docs/img/"
+                    "detection_completeness.png for --key sim, none otherwise)")
     args = ap.parse_args()
+    if args.sources is None:
+        args.sources = default_density_sources(args.shape[0]) if args.sim else 400
+    if args.figure is None and args.key == "sim":
+        args.figure = FIGURE
     cfg = dataclasses.replace(DetectionConfig(), deblend_cont=args.deblend_cont)
     common = {"detection_config": dataclasses.asdict(cfg), "snr_min": args.snr_min,
               "max_offset_px": 1.0, "tile_size": args.tile_size, "margin": args.margin,
@@ -283,15 +311,24 @@ def main() -> None:
     for name, rows in curves.items():
         print(f"    {name} by S/N: " + ", ".join(
             f"{r['snr_lo']:g}-{r['snr_hi']:g}: {r['n_recovered']}/{r['n_truth']}" for r in rows))
-    payload = dict(common, size_px=args.shape[0], seeds=args.seeds, pooled=total,
+    area_arcmin2 = (args.shape[0] * SimConfig().pixel_scale_arcsec / 60.0) ** 2
+    payload = dict(common, size_px=args.shape[0], seeds=args.seeds,
+                   sources_per_arcmin2=args.sources / area_arcmin2, pooled=total,
                    completeness_vs_snr=curves,
                    blend_ratio_definition="galscale.sim blend_ratio: the other sources' "
                    "noiseless light within 3 px of the light centroid over the source's own",
                    **groups, fields=fields)
+    print(f"    density: {args.sources / area_arcmin2:.0f} sources per arcmin^2")
     if not args.no_write:
-        _merge_results(args.results, "sim", payload)
-        _plot_completeness(curves, len(args.seeds), args.figure)
-        print(f"figure: {args.figure}")
+        _merge_results(args.results, args.key, payload)
+        if args.figure is not None:
+            saved = json.loads(args.results.read_text())
+            others = {f"all, {k}: {v['sources_per_arcmin2']:.0f} / arcmin$^2$":
+                      v["completeness_vs_snr"]["all"] for k, v in saved.items()
+                      if k != args.key and "sources_per_arcmin2" in v}
+            _plot_completeness(curves, len(args.seeds), args.sources / area_arcmin2,
+                               args.figure, others)
+            print(f"figure: {args.figure}")
 
 
 if __name__ == "__main__":

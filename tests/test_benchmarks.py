@@ -119,6 +119,7 @@ def test_detection_completeness_breakdowns_partition_the_sample(tmp_path: Path) 
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert figure.stat().st_size > 10_000
     sim = json.loads(results.read_text())["sim"]
+    assert sim["sources_per_arcmin2"] == pytest.approx(100 / (512 * 0.03 / 60) ** 2)
     pooled = sim["pooled"]
     assert pooled["n_truth"] > 20
     by_blend = sim["by_blending"].values()
