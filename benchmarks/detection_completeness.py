@@ -14,7 +14,7 @@ into benchmarks/results/detection_completeness.json under "gaussian" or `--key` 
 
 Completeness depends on crowding. --sim fields have by default the source density of the
 simulator's default survey (SimConfig: 3,000 sources on 4096 x 4096 px, i.e. 188 on 1024 x 1024
-px, ~715 per arcmin^2 down to F277W = 30); `--sources` sets another density.
+px, 717 per arcmin^2 down to F277W = 30); `--sources` sets another density.
 
 Truth for --sim (docs/survey-format.md, "Detection completeness"): positions are the light
 centroids x_light, y_light and S/N the noiseless AUTO-aperture S/N snr_det, both measured by
@@ -161,6 +161,15 @@ def _completeness_vs_snr(det, truth, sn, bands, position) -> dict[str, list[dict
     return curves
 
 
+def _curve_points(rows: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
+    """(bin centre S/N, completeness %) of one `completeness_vs_snr` curve; the open last bin
+    is drawn at 3 x its lower edge."""
+    lo = np.array([r["snr_lo"] for r in rows])
+    hi = np.array([r["snr_hi"] for r in rows])
+    c = np.array([r["completeness"] for r in rows], np.float64)
+    return np.sqrt(lo * np.where(np.isfinite(hi), hi, 3 * lo)), 100 * c
+
+
 def _plot_completeness(curves: dict[str, list[dict[str, Any]]], n_fields: int, density: float,
                        path: Path, others: dict[str, list[dict[str, Any]]] | None = None) -> None:
     """Completeness against truth S/N, one line per group, the 95 % target and S/N 10 marked;
@@ -172,18 +181,10 @@ def _plot_completeness(curves: dict[str, list[dict[str, Any]]], n_fields: int, d
 
     fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=110)
     for (name, rows), style in zip(curves.items(), ("k-o", "C0-s", "C3-^"), strict=False):
-        lo = np.array([r["snr_lo"] for r in rows])
-        hi = np.array([r["snr_hi"] for r in rows])
-        mid = np.sqrt(lo * np.where(np.isfinite(hi), hi, 3 * lo))
-        c = np.array([r["completeness"] for r in rows], np.float64)
         n = sum(r["n_truth"] for r in rows)
-        ax.plot(mid, 100 * c, style, ms=4, label=f"{name} ({n} sources)")
+        ax.plot(*_curve_points(rows), style, ms=4, label=f"{name} ({n} sources)")
     for label, rows in (others or {}).items():
-        lo = np.array([r["snr_lo"] for r in rows])
-        hi = np.array([r["snr_hi"] for r in rows])
-        mid = np.sqrt(lo * np.where(np.isfinite(hi), hi, 3 * lo))
-        c = np.array([r["completeness"] for r in rows], np.float64)
-        ax.plot(mid, 100 * c, "--", color="0.4", lw=1, label=label)
+        ax.plot(*_curve_points(rows), "--", color="0.4", lw=1, label=label)
     ax.axhline(95, color="0.5", ls=":", lw=1)
     ax.axvline(10, color="0.5", ls="--", lw=1)
     ax.set(xscale="log", xlabel="truth S/N (noiseless AUTO aperture, detection stack)",
