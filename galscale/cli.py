@@ -8,6 +8,7 @@ Add a sub-command by writing `_add_<name>(sub)` and listing it in `_SUBCOMMANDS`
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -787,11 +788,48 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+# Exceptions that describe the user's input (a path, a survey store, a file's contents) rather
+# than a fault in galscale, by module and class name: importing the modules here would slow every
+# command's start-up, and an exception of one of them means its module is already loaded.
+_INPUT_ERRORS = {
+    "galscale.survey.store": ("SurveyError",),
+    "galscale.survey.ingest": ("IngestError",),
+    "galscale.spectra.io": ("SpectraFormatError",),
+    "galscale.images": ("ImageLoadError",),
+}
+
+
+def is_input_error(exc: BaseException) -> bool:
+    """True for a missing or unreadable path or a malformed input file, survey or table."""
+    if isinstance(exc, FileNotFoundError | NotADirectoryError | IsADirectoryError | PermissionError):
+        return True
+    for module, names in _INPUT_ERRORS.items():
+        loaded = sys.modules.get(module)
+        if loaded is not None and isinstance(exc, tuple(getattr(loaded, n) for n in names)):
+            return True
+    return False
+
+
+def run_reporting_input_errors(prog: str, command: Callable[[], int | None]) -> int:
+    """Run `command`; an input error (`is_input_error`) becomes one line on stderr and exit
+    status 2 instead of a traceback. GALSCALE_DEBUG=1 shows the traceback."""
+    try:
+        return int(command() or 0)
+    except Exception as exc:
+        if not is_input_error(exc) or os.environ.get("GALSCALE_DEBUG"):
+            raise
+        message = exc.args[0] if len(exc.args) == 1 else str(exc)  # KeyError quotes str()
+        if isinstance(exc, FileNotFoundError) and exc.strerror is None and " " not in message:
+            message = f"no such file or directory: {message}"  # pyarrow gives the path alone
+        print(f"{prog}: error: {message}", file=sys.stderr)
+        return 2
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `galscale` console script."""
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser(argv).parse_args(argv)
-    return int(args.func(args) or 0)
+    return run_reporting_input_errors(f"galscale {args.command}", lambda: args.func(args))
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from galscale.cli import add_classify_arguments, run_classify
+from galscale.cli import add_classify_arguments, run_classify, run_reporting_input_errors
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,7 +24,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_classify(build_parser().parse_args(sys.argv[1:] if argv is None else argv))
+    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    return run_reporting_input_errors("jobs/classify_survey.py", lambda: run_classify(args))
 
 
 if __name__ == "__main__":

@@ -8,6 +8,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from galscale.cli import build_parser
 
 REPO = Path(__file__).resolve().parents[1]
@@ -58,3 +60,34 @@ def test_classify_framing_options_reach_the_cutout_config():
     cfg = job_config_from_args(parser.parse_args(
         [*base, "--morph-side-per-radius", "0", "--morph-min-side-px", "64"])).cutouts
     assert cfg.morph_side_per_radius is None and cfg.morph_min_side_px == 64.0
+
+
+def test_input_errors_are_one_line_and_exit_status_2(tmp_path, capsys):
+    """A missing survey or table is one line on stderr with exit status 2, from the console
+    script and from the Ray job's entry point; a fault in galscale still raises."""
+    from galscale.cli import main, run_reporting_input_errors
+
+    missing = tmp_path / "no-such-survey.zarr"
+    assert main(["classify", "--survey", str(missing), "--out", str(tmp_path / "out"),
+                 "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"galscale classify: error: no survey at {missing}: survey not found: "
+                   f"{missing}"]
+    assert main(["evaluate", "catalog", str(tmp_path / "a.parquet"),
+                 str(tmp_path / "b.parquet")]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"galscale evaluate: error: no such file or directory: {tmp_path / 'a.parquet'}")
+
+    def bug() -> int:
+        raise ZeroDivisionError("a fault in galscale")
+
+    with pytest.raises(ZeroDivisionError):  # a programming error keeps its traceback
+        run_reporting_input_errors("galscale x", bug)
+
+    job = subprocess.run([sys.executable, str(REPO / "jobs" / "classify_survey.py"), "--survey",
+                          str(missing), "--out", str(tmp_path / "out")],
+                         capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert job.returncode == 2
+    assert job.stderr.strip().splitlines()[-1].startswith(
+        "jobs/classify_survey.py: error: no survey at")
+    assert "Traceback" not in job.stderr
