@@ -69,6 +69,17 @@ class HeldoutSet(NamedTuple):
     snr: np.ndarray  # measured detection S/N
 
 
+def simulate_heldout_set(model: torch.nn.Module, n: int, sim_seed: int,
+                         fractions: tuple[float, float, float]) -> HeldoutSet:
+    """Simulate `n` cutouts (seed `sim_seed`), run the network, measure the detection S/N and
+    make the two selections ("all", "snr>SNR_CUT")."""
+    flux, err, labels, meta = simulate_cutouts(n, sim_seed, fractions)
+    raw = probabilities_from_input(model, preprocess_multiband(flux, err))
+    snr = detection_snr(flux, err)
+    keep = {"all": np.ones(len(labels), dtype=bool), f"snr>{SNR_CUT:g}": snr > SNR_CUT}
+    return HeldoutSet(flux, err, labels, meta, raw, keep, snr)
+
+
 def classification_metrics(labels: np.ndarray, probs: np.ndarray) -> dict[str, Any]:
     """Accuracy, per-class precision / recall / F1 / support, confusion matrix (rows = true),
     one-vs-rest ROC AUC."""
@@ -327,14 +338,10 @@ def evaluate_redshift(
                                "class fractions (for the realistic set these are the survey "
                                "priors, the interface default); 'network_priors': unshifted "
                                "output (balanced priors of the class-weighted training)")
-    snr_key = f"snr>{SNR_CUT:g}"
     for name, (n, fractions, sim_seed) in sets.items():
-        flux, err, labels, meta = simulate_cutouts(n, sim_seed, fractions)
-        raw = probabilities_from_input(model, preprocess_multiband(flux, err))
+        data[name] = h = simulate_heldout_set(model, n, sim_seed, fractions)
+        labels, raw, keep = h.labels, h.raw, h.keep
         probs = apply_class_priors(model, raw, tuple(fractions))
-        snr = detection_snr(flux, err)
-        keep = {"all": np.ones(len(labels), dtype=bool), snr_key: snr > SNR_CUT}
-        data[name] = HeldoutSet(flux, err, labels, meta, raw, keep, snr)
         entry: dict[str, Any] = {"simulation_seed": sim_seed, "class_fractions": list(fractions)}
         for sel, mask in keep.items():
             entry[sel] = {"set_priors": selection_metrics(labels, probs, mask),
@@ -375,11 +382,10 @@ def equal_recall_operating_point(model: torch.nn.Module, heldout: dict[str, Held
     """Choose the equal-recall weight on a fresh balanced calibration set (S/N > SNR_CUT rows)
     and report the held-out sets at it, also per S/N bin."""
     sim_seed = CALIBRATION_SEED_BASE + seed
-    flux, err, labels, _ = simulate_cutouts(n, sim_seed, BALANCED_FRACTIONS)
-    raw = probabilities_from_input(model, preprocess_multiband(flux, err))
-    keep = detection_snr(flux, err) > SNR_CUT
-    w = equal_recall_weight(labels, raw, keep)
-    cal = selection_metrics(labels, weight_high_z(raw, w), keep)
+    c = simulate_heldout_set(model, n, sim_seed, BALANCED_FRACTIONS)
+    keep = c.keep[f"snr>{SNR_CUT:g}"]
+    w = equal_recall_weight(c.labels, c.raw, keep)
+    cal = selection_metrics(c.labels, weight_high_z(c.raw, w), keep)
     out: dict[str, Any] = {
         "method": (f"p(high_z) x weight, the weight maximising min(recall low_z, recall high_z) "
                    f"at S/N > {SNR_CUT:g} on a balanced calibration set (sim seed {sim_seed}), "
