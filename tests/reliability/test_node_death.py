@@ -47,19 +47,35 @@ def _alive_worker_nodes(cluster: Cluster) -> dict[str, object]:
     return {n.node_id: n for n in cluster.worker_nodes}
 
 
+@pytest.fixture
+def two_workers(cluster) -> Cluster:
+    """The module's cluster topped up to two worker nodes, whatever an earlier test removed."""
+    c, _ = cluster
+    while len(c.worker_nodes) < 2:
+        c.add_node(num_cpus=1)
+    c.wait_for_nodes()
+    return c
+
+
 def _remove_when(cluster: Cluster, ready, pick, timeout: float = 300) -> dict:
-    """Background thread: once `ready()` is true, remove the worker node `pick()` names."""
+    """Background thread: once `ready()` is true, remove the worker node `pick()` names (the
+    first worker node if `pick` names none or fails). Any error is kept under "error"."""
     done: dict = {}
 
     def run() -> None:
-        deadline = time.time() + timeout
-        while not ready() and time.time() < deadline:
-            time.sleep(0.05)
-        node = _alive_worker_nodes(cluster).get(pick())
-        if node is None:
-            node = next(iter(cluster.worker_nodes))
-        done["node"], done["at"] = node.node_id, time.time()
-        cluster.remove_node(node, allow_graceful=False)  # SIGKILL its raylet and workers
+        try:
+            deadline = time.time() + timeout
+            while not ready() and time.time() < deadline:
+                time.sleep(0.05)
+            try:
+                picked = pick()
+            except Exception as exc:  # the state API can fail while nodes come and go
+                done["pick_error"], picked = repr(exc), None
+            node = _alive_worker_nodes(cluster).get(picked) or next(iter(cluster.worker_nodes))
+            done["node"], done["at"] = node.node_id, time.time()
+            cluster.remove_node(node, allow_graceful=False)  # SIGKILL its raylet and workers
+        except Exception as exc:
+            done["error"] = repr(exc)
 
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
@@ -68,19 +84,12 @@ def _remove_when(cluster: Cluster, ready, pick, timeout: float = 300) -> dict:
 
 
 def _busy_worker_node(cluster: Cluster) -> str | None:
-    """A worker node that runs a survey-job actor or task right now (None if the state API,
-    which needs the dashboard, is unavailable: then the first worker node is removed, which
-    is busy too since every CPU of the cluster is in use while tiles are pending)."""
+    """A worker node that runs a survey-job actor or task right now. The state API needs the
+    dashboard; if it fails, `_remove_when` removes the first worker node, which is busy too
+    since every CPU of the cluster is in use while tiles are pending."""
     from ray.util.state import list_actors, list_tasks
 
     workers = set(_alive_worker_nodes(cluster))
-    try:
-        return _busy_node(workers, list_actors, list_tasks)
-    except ConnectionError:
-        return None
-
-
-def _busy_node(workers: set[str], list_actors, list_tasks) -> str | None:
     for actor in list_actors(filters=[("state", "=", "ALIVE")]):
         if "SurveyModels" in actor.class_name and actor.node_id in workers:
             return actor.node_id
@@ -90,14 +99,14 @@ def _busy_node(workers: set[str], list_actors, list_tasks) -> str | None:
     return None
 
 
-def test_node_death_during_survey_job(cluster, field, reference, tmp_path):
-    c, _ = cluster
+def test_node_death_during_survey_job(two_workers, field, reference, tmp_path):
+    c = two_workers
     out = tmp_path / "out"
     killed = _remove_when(c, lambda: bool(catalog.finished_tiles(str(out), RUN_ID)),
                           lambda: _busy_worker_node(c))
     summary = run_survey_job(field.config(out), progress=False)
     killed["thread"].join(timeout=60)
-    assert "node" in killed, "no node was removed"
+    assert "node" in killed, f"no node was removed: {killed}"
     assert len(c.worker_nodes) == 1
     print("removed", killed["node"][:8], "tiles per node:", summary.tiles_per_node)
     assert summary.ok and summary.tiles_done == N_TILES, summary.tiles_failed
@@ -106,8 +115,6 @@ def test_node_death_during_survey_job(cluster, field, reference, tmp_path):
     assert len(np.unique(ids)) == len(ids)  # duplicated 0
     worst = assert_same_catalog(table, reference["catalog"], model_atol=1e-6)  # lost 0
     print("largest model-probability difference to the clean run:", worst)
-    c.add_node(num_cpus=1)  # back to two worker nodes for the next test
-    c.wait_for_nodes()
 
 
 @dataclass
@@ -145,8 +152,8 @@ def _log(path: Path) -> list[tuple[str, str]]:
     return [tuple(line.split()) for line in path.read_text().splitlines() if line.strip()]
 
 
-def test_node_death_during_training_resumes_from_checkpoint(cluster, tmp_path):
-    c, _ = cluster
+def test_node_death_during_training_resumes_from_checkpoint(two_workers, tmp_path):
+    c = two_workers
     log = tmp_path / "steps.log"
     # 2 workers x 16 per batch: 6 steps per epoch, 3 epochs = 18 steps; checkpoint every 2
     cfg = TrainConfig(epochs=3, batch_size=16, num_workers=2, checkpoint_every_steps=2,
@@ -160,7 +167,7 @@ def test_node_death_during_training_resumes_from_checkpoint(cluster, tmp_path):
     killed = _remove_when(c, lambda: len(_log(log)) >= 14, pick)  # after step 7 of 18
     result = train(SlowLineFit(log=str(log)), cfg)
     killed["thread"].join(timeout=60)
-    assert "node" in killed and killed["node"] not in _alive_worker_nodes(c)
+    assert "node" in killed and killed["node"] not in _alive_worker_nodes(c), killed
     assert result.steps == 18
     assert result.model.weight.item() > 1.5
     lines = _log(log)
