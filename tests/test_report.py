@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute  # noqa: F401  (pa.compute)
 import pyarrow.parquet as pq
 import pytest
 
@@ -251,6 +252,27 @@ def test_gallery_prefers_resolved_unflagged_rows():
     few[:5] = True
     assert choose_sources(p, flags, 4, resolved=few).pool == choose_sources(p, flags, 4).pool \
         == "unflagged"
+
+
+def test_report_matches_truth_on_the_light_centroid_as_evaluate_does(run, tmp_path):
+    """Truth whose profile centres sit 5 px from the light centroids (where the catalog's
+    sources are): the report matches on the light centroid, as `evaluate catalog` does."""
+    from galscale.evaluate.truth import compare_with_truth
+    from galscale.report import build_report
+
+    truth = pq.read_table(run["truth"])
+    x, y = truth["x"], truth["y"]
+    moved = (truth.drop_columns(["x", "y", "x_light", "y_light"])
+             .append_column("x_light", x).append_column("y_light", y)
+             .append_column("x", pa.compute.add(x, 5.0)).append_column("y", y))
+    pq.write_table(moved, tmp_path / "truth.parquet")
+    result = build_report(str(run["dir"]), tmp_path / "out", gallery=False,
+                          truth=str(tmp_path / "truth.parquet"))
+    expected = compare_with_truth(run["catalog"], moved)
+    got = result.numbers["truth"]
+    assert got["matched_rows"] == expected["matched_rows"] > 0.8 * run["catalog"].num_rows
+    assert got["zclass"]["n"] == expected["zclass_scored"]
+    assert got["disk"]["n"] == expected["disk_galaxies_scored"]
 
 
 def test_sections_without_data_say_so(tmp_path):

@@ -14,6 +14,9 @@ from scipy.spatial import cKDTree
 
 from galscale.config import REDSHIFT_CLASSES, RESOLVED_MIN_RADIUS_ARCSEC, RESOLVED_MIN_SNR
 
+# The truth columns `match_to_truth` reads: the light centroid where the simulator wrote it.
+TRUTH_POSITION_COLUMNS = ("x_light", "y_light", "x", "y")
+
 
 def match_to_truth(catalog: pa.Table, truth: pa.Table, radius_px: float = 2.0) -> np.ndarray:
     """Index into `truth` of each catalog row's nearest truth source, -1 beyond `radius_px`.

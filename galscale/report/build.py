@@ -482,10 +482,10 @@ def _match_truth(ctx: _Context) -> None:
     REDSHIFT_CLASSES, -1 when unmatched) and true redshift (NaN when unmatched)."""
     if not ctx.truth_url:
         return
-    from galscale.evaluate.truth import match_to_truth
+    from galscale.evaluate.truth import TRUTH_POSITION_COLUMNS, match_to_truth
 
-    truth = read_parquet_columns(ctx.truth_url, ["x", "y", "kind", "z_class", "redshift"],
-                                 ctx.run.storage_options)
+    truth = read_parquet_columns(ctx.truth_url, [*TRUTH_POSITION_COLUMNS, "kind", "z_class",
+                                                 "redshift"], ctx.run.storage_options)
     if truth.num_rows == 0 or not {"x", "y"} <= set(truth.column_names):
         raise ValueError(f"{ctx.truth_url} has no rows or no x, y pixel columns")
     index = match_to_truth(ctx.cat.select(["x", "y"]), truth)
