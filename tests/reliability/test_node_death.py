@@ -31,13 +31,11 @@ ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 @pytest.fixture(scope="module")
 def cluster():
-    """Head (1 CPU) + 2 worker nodes (1 CPU each), all on this machine."""
+    """A head node (1 CPU) on this machine; `two_workers` adds the worker nodes."""
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
-    workers = [cluster.add_node(num_cpus=1) for _ in range(2)]
-    cluster.wait_for_nodes()
     ray.init(address=cluster.address, log_to_driver=False)
     try:
-        yield cluster, workers
+        yield cluster
     finally:
         ray.shutdown()
         cluster.shutdown()
@@ -48,13 +46,13 @@ def _alive_worker_nodes(cluster: Cluster) -> dict[str, object]:
 
 
 @pytest.fixture
-def two_workers(cluster) -> Cluster:
-    """The module's cluster topped up to two worker nodes, whatever an earlier test removed."""
-    c, _ = cluster
-    while len(c.worker_nodes) < 2:
-        c.add_node(num_cpus=1)
-    c.wait_for_nodes()
-    return c
+def two_workers(cluster: Cluster) -> Cluster:
+    """The module's cluster with two worker nodes (1 CPU each), whatever an earlier test
+    removed."""
+    while len(cluster.worker_nodes) < 2:
+        cluster.add_node(num_cpus=1)
+    cluster.wait_for_nodes()
+    return cluster
 
 
 def _remove_when(cluster: Cluster, ready, pick, timeout: float = 300) -> dict:
