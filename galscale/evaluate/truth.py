@@ -14,8 +14,11 @@ from scipy.spatial import cKDTree
 
 from galscale.config import REDSHIFT_CLASSES, RESOLVED_MIN_RADIUS_ARCSEC, RESOLVED_MIN_SNR
 
-# The truth columns `match_to_truth` reads: the light centroid where the simulator wrote it.
-TRUTH_POSITION_COLUMNS = ("x_light", "y_light", "x", "y")
+# The truth columns `match_to_truth` reads: the light centroid where the simulator wrote it,
+# else the profile centre.
+LIGHT_CENTROID_COLUMNS = ("x_light", "y_light")
+PROFILE_CENTRE_COLUMNS = ("x", "y")
+TRUTH_POSITION_COLUMNS = LIGHT_CENTROID_COLUMNS + PROFILE_CENTRE_COLUMNS
 
 
 def match_to_truth(catalog: pa.Table, truth: pa.Table, radius_px: float = 2.0) -> np.ndarray:
@@ -26,7 +29,8 @@ def match_to_truth(catalog: pa.Table, truth: pa.Table, radius_px: float = 2.0) -
     """
     if catalog.num_rows == 0 or truth.num_rows == 0:
         return np.full(catalog.num_rows, -1, dtype=np.int64)
-    xcol, ycol = ("x_light", "y_light") if "x_light" in truth.column_names else ("x", "y")
+    xcol, ycol = (LIGHT_CENTROID_COLUMNS if set(LIGHT_CENTROID_COLUMNS) <= set(truth.column_names)
+                  else PROFILE_CENTRE_COLUMNS)
     tree = cKDTree(np.column_stack([np.asarray(truth[xcol]), np.asarray(truth[ycol])]))
     dist, index = tree.query(np.column_stack([np.asarray(catalog["x"]), np.asarray(catalog["y"])]))
     return np.where(dist <= radius_px, index, -1).astype(np.int64)
