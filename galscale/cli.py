@@ -180,7 +180,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
             "weight_high_z": op["weight_high_z"], "chosen_on": f"sim seed {op['calibration_seed']}",
             **{f"{k} {sel}": {c: m["per_class"][c]["recall"] for c in ("low_z", "high_z")}
                for k in ("realistic", "balanced") for sel, m in op[k].items()
-               if sel != "recall_by_snr"}}
+               if isinstance(m, dict)}}
         print(json.dumps(summary, indent=2))
         return 0
 

@@ -156,4 +156,11 @@ def test_evaluation_reports_the_operating_point_chosen_off_the_test_sets(tmp_pat
             assert 0.5 < m["per_class"]["low_z"]["recall"] <= 1.0  # far above chance (1/3)
         bins = op[name]["recall_by_snr"]
         assert sum(b["n"] for b in bins) == report[name]["all"]["network_priors"]["n"]
+        # the S/N > 10 sources split into photo-z unaliased + aliased, nothing lost
+        n_snr = op[name]["snr>10"]["n"]
+        assert op[name]["snr>10&unaliased"]["n"] + op[name]["snr>10&aliased"]["n"] == n_snr
+        kept = [sum(int(v.split("/")[0]) for v in row["kept"].values())
+                for row in op[name]["recall_by_alias_threshold"]]
+        assert kept == sorted(kept, reverse=True) and kept[0] <= n_snr
+        assert 0.5 < report[name]["snr>10&unaliased"]["template_fit_recall"]["low_z"] <= 1.0
     assert (tmp_path / "confusion_balanced.png").stat().st_size > 0
