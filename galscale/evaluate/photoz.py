@@ -6,7 +6,8 @@ its 67 galaxies with bimodal PDFs (Balmer-break aliasing) were scored separately
 its recall figures we need the same split of our held-out cutouts, made from the photometry
 alone and never from the network:
 
-* footprint photometry of each cutout in the seven bands (`galscale.semisupervised`);
+* footprint photometry of each cutout in the seven bands (`galscale.semisupervised.
+  cutout_photometry`, the input of `fit_photoz`);
 * a chi-square fit of the CWW templates the simulation draws from (E, Sbc, Scd, Im and their
   mixtures in steps of `TEMPLATE_MIX_STEP`), redshifted with IGM absorption
   (`galscale.sim.seds.colour_model`) over z = 0-16, free non-negative amplitude, with a
@@ -41,11 +42,15 @@ class PhotozFit:
     chi2_high: np.ndarray  # [N] best chi-square with z >= Z_BOUNDARY
     p_high: np.ndarray  # [N] flat-prior probability mass at z >= Z_BOUNDARY
 
+    def aliased_at(self, delta_chi2: float) -> np.ndarray:
+        """Neither side of the boundary preferred by at least `delta_chi2`."""
+        delta = np.abs(self.chi2_low - self.chi2_high)
+        return ~(delta >= delta_chi2)  # NaN (no photometry) counts as aliased
+
     @property
     def aliased(self) -> np.ndarray:
-        """Neither side of the boundary preferred by Delta chi2 >= ALIAS_DELTA_CHI2."""
-        delta = np.abs(self.chi2_low - self.chi2_high)
-        return ~(delta >= ALIAS_DELTA_CHI2)  # NaN (no photometry) counts as aliased
+        """`aliased_at` the adopted criterion, ALIAS_DELTA_CHI2."""
+        return self.aliased_at(ALIAS_DELTA_CHI2)
 
 
 @functools.lru_cache(maxsize=2)
@@ -92,13 +97,5 @@ def fit_photoz(flux: np.ndarray, flux_err: np.ndarray, bands: tuple[str, ...] = 
     return PhotozFit(z_best=z_best, chi2_low=chi_lo, chi2_high=chi_hi, p_high=p_high)
 
 
-def cutout_photoz(flux: np.ndarray, err: np.ndarray) -> PhotozFit:
-    """`fit_photoz` on the footprint photometry of raw cutouts [N, B, H, W]."""
-    from galscale.semisupervised import cutout_photometry
-
-    phot = cutout_photometry(flux, err)
-    return fit_photoz(phot.flux, phot.flux_err)
-
-
 __all__ = ["Z_BOUNDARY", "ALIAS_DELTA_CHI2", "TEMPLATE_ERROR", "PhotozFit", "template_grid",
-           "fit_photoz", "cutout_photoz"]
+           "fit_photoz"]

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from galscale.config import NIRCAM_BANDS, REDSHIFT_CLASSES
-from galscale.evaluate.photoz import ALIAS_DELTA_CHI2, Z_BOUNDARY, PhotozFit, cutout_photoz
+from galscale.evaluate.photoz import ALIAS_DELTA_CHI2, Z_BOUNDARY, PhotozFit, fit_photoz
 from galscale.models.redshift import (
     BALANCED_CLASS_PRIORS,
     SURVEY_CLASS_PRIORS,
@@ -44,6 +44,7 @@ from galscale.models.redshift import (
     probabilities_from_input,
     shift_class_priors,
 )
+from galscale.semisupervised import CutoutPhotometry, cutout_photometry
 from galscale.train.redshift import HELDOUT_SEED_BASE, simulate_cutouts
 
 # Brown dwarfs are rare among photometric sources (the paper had 11 among 1,455 selected
@@ -76,6 +77,7 @@ class HeldoutSet(NamedTuple):
     meta: Any
     raw: np.ndarray  # network (unshifted) probabilities
     keep: dict[str, np.ndarray]  # selection name -> row mask
+    phot: CutoutPhotometry  # footprint photometry of the central sources
     snr: np.ndarray  # measured detection S/N
     photoz: PhotozFit  # template fit to the footprint photometry
 
@@ -87,13 +89,14 @@ def simulate_heldout_set(model: torch.nn.Module, n: int, sim_seed: int,
     unaliased / aliased."""
     flux, err, labels, meta = simulate_cutouts(n, sim_seed, fractions)
     raw = probabilities_from_input(model, preprocess_multiband(flux, err))
-    snr = detection_snr(flux, err)
-    photoz = cutout_photoz(flux, err)
+    phot = cutout_photometry(flux, err)
+    snr = detection_snr(phot)
+    photoz = fit_photoz(phot.flux, phot.flux_err)
     bright = snr > SNR_CUT
     keep = {"all": np.ones(len(labels), dtype=bool), SNR_SELECTION: bright,
             UNALIASED_SELECTION: bright & ~photoz.aliased,
             ALIASED_SELECTION: bright & photoz.aliased}
-    return HeldoutSet(flux, err, labels, meta, raw, keep, snr, photoz)
+    return HeldoutSet(flux, err, labels, meta, raw, keep, phot, snr, photoz)
 
 
 def classification_metrics(labels: np.ndarray, probs: np.ndarray) -> dict[str, Any]:
@@ -201,13 +204,10 @@ def plot_roc_panels(panels: list[tuple[np.ndarray, np.ndarray, str]], path: Path
     plt.close(fig)
 
 
-def detection_snr(flux: np.ndarray, err: np.ndarray,
+def detection_snr(phot: CutoutPhotometry,
                   bands: tuple[str, ...] = DETECTION_BANDS) -> np.ndarray:
     """Measured S/N of each cutout's central source: footprint flux summed over `bands` over
-    its error (`galscale.semisupervised.cutout_photometry`); 0 where nothing is measured."""
-    from galscale.semisupervised import cutout_photometry
-
-    phot = cutout_photometry(flux, err)
+    its error (from `galscale.semisupervised.cutout_photometry`); 0 where nothing is measured."""
     idx = [NIRCAM_BANDS.index(b) for b in bands]
     f = np.nan_to_num(phot.flux[:, idx]).sum(axis=1)
     e = np.sqrt((np.nan_to_num(phot.flux_err[:, idx]) ** 2).sum(axis=1))
@@ -337,7 +337,7 @@ def evaluate_redshift(
     model_source: str = "",
 ) -> dict[str, Any]:
     """Evaluate on held-out simulated cutouts; write metrics.json, ablation.md and PNGs."""
-    from galscale.semisupervised import cutout_photometry, semisupervised_clusters
+    from galscale.semisupervised import semisupervised_clusters
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -382,12 +382,10 @@ def evaluate_redshift(
         (out / "ablation.md").write_text(ablation_table(report["ablation"]) + "\n")
     if semisupervised:
         r = data["realistic"]
-        flux, err, labels, meta = r.flux, r.err, r.labels, r.meta
-        k = min(n_semisupervised, len(labels))
-        phot = cutout_photometry(flux[:k], err[:k])
-        z = _redshift_of(meta)
+        labels, k = r.labels, min(n_semisupervised, len(r.labels))
+        z = _redshift_of(r.meta)
         z = z[:k] if z is not None else None
-        res = semisupervised_clusters(phot.mags, phot.flux_radius, labels[:k], z,
+        res = semisupervised_clusters(r.phot.mags[:k], r.phot.flux_radius[:k], labels[:k], z,
                                       method=embedding, seed=seed)
         report["semisupervised"] = {"n": k, "embedding": embedding, **res.summary()}
         _plot_embedding(res, labels[:k], out / "semisupervised_embedding.png")
@@ -424,17 +422,23 @@ def equal_recall_operating_point(model: torch.nn.Module, heldout: dict[str, Held
     return out
 
 
-def template_fit_recall(labels: np.ndarray, photoz: PhotozFit, keep: np.ndarray) -> dict[str, float]:
-    """Low-z and high-z recall of the template fit alone (high-z where its flat-prior
-    p(z >= Z_BOUNDARY) > 0.5): the classical photo-z reference for the network."""
+def galaxy_recalls(labels: np.ndarray, pred: np.ndarray, keep: np.ndarray) -> dict[str, float]:
+    """Low-z and high-z recall of class predictions `pred` over the rows in `keep` (NaN for a
+    class with no rows there)."""
     labels = np.asarray(labels)
     out = {}
     for name in ("low_z", "high_z"):
-        c = REDSHIFT_CLASSES.index(name)
-        rows = keep & (labels == c)
-        called_high = photoz.p_high[rows] > 0.5
-        out[name] = float((called_high == (name == "high_z")).mean()) if rows.any() else float("nan")
+        rows = keep & (labels == REDSHIFT_CLASSES.index(name))
+        hits = pred[rows] == REDSHIFT_CLASSES.index(name)
+        out[name] = float(hits.mean()) if rows.any() else float("nan")
     return out
+
+
+def template_fit_recall(labels: np.ndarray, photoz: PhotozFit, keep: np.ndarray) -> dict[str, float]:
+    """Low-z and high-z recall of the template fit alone (high-z where its flat-prior
+    p(z >= Z_BOUNDARY) > 0.5): the classical photo-z reference for the network."""
+    lo, hi = REDSHIFT_CLASSES.index("low_z"), REDSHIFT_CLASSES.index("high_z")
+    return galaxy_recalls(labels, np.where(photoz.p_high > 0.5, hi, lo), keep)
 
 
 def recall_by_alias_threshold(labels: np.ndarray, probs: np.ndarray, keep: np.ndarray,
@@ -443,17 +447,13 @@ def recall_by_alias_threshold(labels: np.ndarray, probs: np.ndarray, keep: np.nd
     """Low-z and high-z recall over the rows in `keep` whose photo-z prefers one side of the
     class boundary by Delta chi2 >= each threshold, with how many of each class that keeps."""
     labels, pred = np.asarray(labels), np.asarray(probs).argmax(axis=1)
-    delta = np.abs(photoz.chi2_low - photoz.chi2_high)
     rows = []
     for t in thresholds:
-        sel = keep & (delta >= t)
-        row: dict[str, Any] = {"delta_chi2_min": float(t), "recall": {}, "kept": {}}
-        for name in ("low_z", "high_z"):
-            c = REDSHIFT_CLASSES.index(name)
-            cls = sel & (labels == c)
-            row["recall"][name] = float((pred[cls] == c).mean()) if cls.any() else float("nan")
-            row["kept"][name] = f"{int(cls.sum())}/{int((keep & (labels == c)).sum())}"
-        rows.append(row)
+        sel = keep & ~photoz.aliased_at(t)
+        kept = {name: f"{int((sel & (labels == c)).sum())}/{int((keep & (labels == c)).sum())}"
+                for name in ("low_z", "high_z") for c in [REDSHIFT_CLASSES.index(name)]}
+        rows.append({"delta_chi2_min": float(t), "recall": galaxy_recalls(labels, pred, sel),
+                     "kept": kept})
     return rows
 
 
@@ -474,7 +474,7 @@ def ablate_bands(model: torch.nn.Module, out_dir: str | Path, *, n: int = 1500, 
 def semisupervised_report(out_dir: str | Path, *, n: int = 1500, seed: int = 0,
                           embedding: str = "tsne") -> dict[str, Any]:
     """`galscale semisupervised`: the branch on held-out realistic cutouts; JSON + PNGs."""
-    from galscale.semisupervised import cutout_photometry, semisupervised_clusters
+    from galscale.semisupervised import semisupervised_clusters
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -512,6 +512,7 @@ __all__ = [
     "REALISTIC_FRACTIONS", "BALANCED_FRACTIONS", "TARGETS", "classification_metrics",
     "targets_met", "plot_confusion", "plot_confusion_panels", "plot_roc", "plot_roc_panels",
     "detection_snr", "selection_metrics", "DETECTION_BANDS", "SNR_CUT", "SNR_SELECTION",
-    "UNALIASED_SELECTION", "ALIASED_SELECTION", "recall_by_alias_threshold", "template_fit_recall", "remove_band", "band_ablation",
+    "UNALIASED_SELECTION", "ALIASED_SELECTION", "galaxy_recalls", "recall_by_alias_threshold",
+    "template_fit_recall", "remove_band", "band_ablation",
     "ablation_table", "evaluate_redshift", "ablate_bands", "semisupervised_report",
 ]
